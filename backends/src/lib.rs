@@ -1,0 +1,23 @@
+//! SensorFleet's backends: one trait per concern, each with an embedded implementation
+//! (used by `sensorfleet up`) and, later, a production one chosen by URL.
+//!
+//! | concern | trait | embedded |
+//! | --- | --- | --- |
+//! | event log between bridge and processor | [`EventLog`] | [`event_log::memory::MemoryLog`] |
+//! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] |
+//! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] |
+//! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] |
+
+pub mod cache;
+pub mod conformance;
+pub mod error;
+pub mod event_log;
+pub mod registry;
+pub mod sqlite;
+pub mod timeseries;
+
+pub use cache::{Cache, DashboardCounters, DeviceMetrics, LiveEvent};
+pub use error::BackendError;
+pub use event_log::{Delivery, EventLog, LogConsumer, Record, Topic};
+pub use registry::{DeviceRecord, Registry};
+pub use timeseries::{HistoryQuery, Point, TimeSeries};

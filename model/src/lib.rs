@@ -1,0 +1,16 @@
+//! SensorFleet's shared model: what a reading is, how a payload becomes one, the
+//! SensorFleet and AlertRule manifests, and the pure stream algorithms (windows,
+//! anomaly detectors, alert lifecycle, health score).
+//!
+//! Nothing in this crate does I/O or reads a clock: time is always passed in, so every
+//! piece is a plain function from input to output and is tested as one.
+
+pub mod alert;
+pub mod analytics;
+pub mod duration;
+pub mod manifest;
+pub mod reading;
+
+pub use alert::{Alert, AlertKind, AlertPhase, Severity};
+pub use manifest::{AlertRuleSpec, Manifest, ManifestError, ManifestSet, SensorFleetSpec};
+pub use reading::{Limits, Reading, Reject, RejectReason};

@@ -1,0 +1,278 @@
+//! The bridge: subscribes to `sensors/+/+`, validates and normalises each message, and
+//! delivers batches to the event log, the time-series store and the latest-value cache.
+//! Rejects go to the dead-letter stream with their reason.
+//!
+//! QoS 1 with manual acknowledgements and a persistent session: a message is acknowledged
+//! to the broker only after its batch is durable in every sink, so a bridge crash makes
+//! the broker redeliver instead of losing. The broker's in-flight window is the bound on
+//! what the bridge holds, and the back-pressure when a sink is slow.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use sensorfleet_backends::{BackendError, Cache, EventLog, Record, TimeSeries, Topic};
+use sensorfleet_model::reading::{Limits, Reading, Reject, parse_payload};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::clock::now_ms;
+use crate::mqtt::MqttEndpoint;
+use crate::retry::retry;
+use crate::telemetry;
+
+/// Bridge settings.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The broker.
+    pub mqtt: MqttEndpoint,
+    /// Client id; fixed so the broker keeps the session (and unacknowledged messages)
+    /// across a restart.
+    pub client_id: String,
+    /// Subscription filter: `sensors/+/+`, or `$share/<group>/sensors/+/+` so that
+    /// several bridge replicas split the stream.
+    pub filter: String,
+    /// Most messages per batch.
+    pub batch_max: usize,
+    /// How long a batch waits to fill before it is flushed anyway.
+    pub linger: Duration,
+    /// Payload limits.
+    pub limits: Limits,
+}
+
+impl BridgeConfig {
+    /// Defaults for a broker at `mqtt`.
+    pub fn new(mqtt: MqttEndpoint) -> Self {
+        Self {
+            mqtt,
+            client_id: "sensorfleet-bridge".to_owned(),
+            filter: "sensors/+/+".to_owned(),
+            batch_max: 2000,
+            linger: Duration::from_millis(5),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Where the bridge delivers.
+#[derive(Clone)]
+pub struct BridgeSinks {
+    /// Readings and dead letters.
+    pub log: Arc<dyn EventLog>,
+    /// Raw readings.
+    pub series: Arc<dyn TimeSeries>,
+    /// Latest value per device.
+    pub cache: Arc<dyn Cache>,
+}
+
+/// One batch, split into what is accepted and what is rejected.
+#[derive(Debug, Default, PartialEq)]
+pub struct Sorted {
+    /// Valid readings.
+    pub readings: Vec<Reading>,
+    /// Dead letters: the original payload with `reason`, `detail` and `topic` headers.
+    pub rejects: Vec<Record>,
+}
+
+/// Validates a batch of `(topic, payload)` messages received at `now_ms`. Pure.
+pub fn sort_batch<'a>(messages: impl IntoIterator<Item = (&'a str, &'a [u8])>, now_ms: i64, limits: &Limits) -> Sorted {
+    let mut sorted = Sorted::default();
+    for (topic, payload) in messages {
+        match parse_payload(topic, payload, now_ms, limits) {
+            Ok(reading) => sorted.readings.push(reading),
+            Err(Reject { reason, detail }) => sorted.rejects.push(Record {
+                key: topic.rsplit('/').next().unwrap_or_default().to_owned(),
+                payload: payload[..payload.len().min(limits.max_payload_bytes)].to_vec(),
+                headers: vec![
+                    ("reason".to_owned(), reason.as_str().to_owned()),
+                    ("detail".to_owned(), detail),
+                    ("topic".to_owned(), topic.to_owned()),
+                ],
+            }),
+        }
+    }
+    sorted
+}
+
+/// Runs the bridge until `shutdown` turns true; flushes and acknowledges the last batch.
+pub async fn run(config: BridgeConfig, sinks: BridgeSinks, mut shutdown: watch::Receiver<bool>) -> Result<(), BackendError> {
+    let mut options = MqttOptions::new(&config.client_id, &config.mqtt.host, config.mqtt.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(config.limits.max_payload_bytes * 4 + 1024, 64 * 1024)
+        .set_request_channel_capacity(config.batch_max * 2);
+    if let (Some(user), Some(password)) = (&config.mqtt.username, &config.mqtt.password) {
+        options.set_credentials(user, password);
+    }
+    let (client, eventloop) = AsyncClient::new(options, config.batch_max * 2);
+    let (tx, mut rx) = mpsc::channel::<Publish>(config.batch_max * 2);
+    let driver = tokio::spawn(drive(eventloop, client.clone(), config.filter.clone(), tx, shutdown.clone()));
+    info!(broker = %config.mqtt, filter = %config.filter, client_id = %config.client_id, "bridge started");
+
+    let mut batch: Vec<Publish> = Vec::with_capacity(config.batch_max);
+    loop {
+        batch.clear();
+        let first = tokio::select! {
+            message = rx.recv() => message,
+            _ = shutdown.changed() => None,
+        };
+        let Some(first) = first else { break };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while batch.len() < config.batch_max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(message)) => batch.push(message),
+                _ => break,
+            }
+        }
+        deliver(&config, &sinks, &batch, &mut shutdown).await?;
+        for publish in &batch {
+            if publish.qos != QoS::AtMostOnce {
+                // A closed client means the event loop ended: the broker redelivers.
+                let _ = client.ack(publish).await;
+            }
+        }
+    }
+    // Let the event loop send the last acknowledgements, then leave the session open on
+    // the broker (no DISCONNECT with clean session would drop queued messages).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    driver.abort();
+    info!("bridge stopped; every received message was delivered and acknowledged");
+    Ok(())
+}
+
+async fn deliver(
+    config: &BridgeConfig,
+    sinks: &BridgeSinks,
+    batch: &[Publish],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), BackendError> {
+    let started = Instant::now();
+    let sorted = sort_batch(
+        batch.iter().map(|p| (p.topic.as_str(), p.payload.as_ref())),
+        now_ms(),
+        &config.limits,
+    );
+    telemetry::BRIDGE_RECEIVED.inc_by(batch.len() as u64);
+    for reject in &sorted.rejects {
+        let reason = reject.headers.first().map_or("unknown", |(_, v)| v.as_str());
+        telemetry::BRIDGE_REJECTS.with_label_values(&[reason]).inc();
+        debug!(reason, key = %reject.key, "message rejected");
+    }
+    let records: Vec<Record> = sorted
+        .readings
+        .iter()
+        .map(|r| Record {
+            key: r.device_id.clone(),
+            payload: serde_json::to_vec(r).unwrap_or_default(),
+            headers: vec![],
+        })
+        .collect();
+    let mut log_shutdown = shutdown.clone();
+    let mut series_shutdown = shutdown.clone();
+    let mut cache_shutdown = shutdown.clone();
+    let readings = &sorted.readings;
+    let to_log = async {
+        if !records.is_empty() {
+            retry("bridge", "event log", &mut log_shutdown, || sinks.log.append(Topic::Readings, records.clone()))
+                .await?;
+        }
+        if !sorted.rejects.is_empty() {
+            retry("bridge", "dead letters", &mut log_shutdown, || {
+                sinks.log.append(Topic::DeadLetter, sorted.rejects.clone())
+            })
+            .await?;
+        }
+        Ok::<_, BackendError>(())
+    };
+    let to_series = async {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        retry("bridge", "time series", &mut series_shutdown, || sinks.series.write(readings)).await
+    };
+    let to_cache = async {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        retry("bridge", "cache", &mut cache_shutdown, || sinks.cache.put_latest(readings)).await
+    };
+    let (logged, stored, cached) = tokio::join!(to_log, to_series, to_cache);
+    logged?;
+    stored?;
+    cached?;
+    telemetry::BRIDGE_ACCEPTED.inc_by(readings.len() as u64);
+    telemetry::BRIDGE_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Owns the MQTT event loop: forwards publishes, (re)subscribes when the broker has no
+/// session for us, and reconnects with backoff.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filter: String,
+    tx: mpsc::Sender<Publish>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut connected_once = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if tx.send(publish).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(100);
+                info!(session_present = ack.session_present, "connected to MQTT broker");
+                connected_once = true;
+                if !ack.session_present {
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        warn!(error = %e, "subscribing failed");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if connected_once {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                } else {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the MQTT broker; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorts_valid_and_rejected_and_keeps_the_reason() {
+        let messages: Vec<(&str, &[u8])> = vec![
+            ("sensors/temperature_sensor/a", br#"{"device_id":"a","temperature_celsius":21.5}"#),
+            ("sensors/temperature_sensor/b", b"{not json"),
+            ("sensors/temperature_sensor/c", br#"{"device_id":"c","temperature_celsius":22}"#),
+            ("sensors/temperature_sensor/d", br#"{"device_id":"x","temperature_celsius":22}"#),
+        ];
+        let sorted = sort_batch(messages, 1_780_000_000_000, &Limits::default());
+        let ids: Vec<_> = sorted.readings.iter().map(|r| r.device_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"], "a reject never takes the messages behind it along");
+        assert_eq!(sorted.rejects.len(), 2);
+        assert_eq!(sorted.rejects[0].key, "b");
+        assert_eq!(sorted.rejects[0].payload, b"{not json");
+        assert_eq!(sorted.rejects[0].headers[0], ("reason".to_owned(), "not_json".to_owned()));
+        assert_eq!(sorted.rejects[1].headers[0].1, "topic_mismatch");
+        assert_eq!(sorted.rejects[1].headers[2].1, "sensors/temperature_sensor/d");
+    }
+}

@@ -1,0 +1,318 @@
+//! The stream processor: consumes readings from the event log, runs the [`engine`] and
+//! writes alerts, device metrics and rule state; commits the log only after every sink
+//! has flushed, so a crash replays rather than loses.
+
+pub mod engine;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sensorfleet_backends::{
+    BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer, Record, Registry,
+    Topic,
+};
+use sensorfleet_model::manifest::{CompiledRule, DeclaredDevice};
+use sensorfleet_model::{Alert, Reading};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::clock::now_ms;
+use crate::retry::retry;
+use crate::telemetry;
+pub use engine::{Engine, EngineConfig};
+use engine::{CommandError, DeviceReport, Output, describe_rule_alerts};
+
+/// Everything the processor writes to and reads from.
+#[derive(Clone)]
+pub struct ProcessorSinks {
+    /// The event log: readings in, alerts and dead letters out.
+    pub log: Arc<dyn EventLog>,
+    /// Devices, rules, alert history, rule state.
+    pub registry: Arc<dyn Registry>,
+    /// Device metrics, alert list, dashboard counters, live feed.
+    pub cache: Arc<dyn Cache>,
+}
+
+/// Processor settings.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Consumer group.
+    pub group: String,
+    /// Most readings per batch.
+    pub batch_max: usize,
+    /// How often offline checks, health and dashboard counters run.
+    pub tick: Duration,
+    /// Engine tuning.
+    pub engine: EngineConfig,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            group: "sensorfleet-processor".to_owned(),
+            batch_max: 5000,
+            tick: Duration::from_secs(1),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// A request from the API to change an alert by hand.
+#[derive(Debug)]
+pub enum AlertCommand {
+    /// Acknowledge: it stays until the condition clears, without notifying again.
+    Acknowledge(String, oneshot::Sender<Result<Alert, CommandError>>),
+    /// Clear: resolve now; fires again if the condition persists.
+    Clear(String, oneshot::Sender<Result<Alert, CommandError>>),
+}
+
+/// What the processor is told about the declared world, at start and on change.
+#[derive(Debug, Clone, Default)]
+pub struct Declarations {
+    /// The devices the fleets declare.
+    pub devices: Vec<DeclaredDevice>,
+    /// The alert rules.
+    pub rules: Vec<CompiledRule>,
+}
+
+/// Runs the processor until `shutdown` turns true, then flushes and commits.
+pub async fn run(
+    config: ProcessorConfig,
+    sinks: ProcessorSinks,
+    mut declarations: watch::Receiver<Declarations>,
+    mut commands: mpsc::Receiver<AlertCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BackendError> {
+    let mut consumer = sinks.log.subscribe(Topic::Readings, &config.group).await?;
+    let mut engine = Engine::new(config.engine.clone());
+    apply_declarations(&mut engine, &declarations.borrow_and_update());
+    let rows = retry("processor", "registry", &mut shutdown, || sinks.registry.load_rule_state()).await?;
+    let restored = engine.restore(&rows);
+    info!(restored, "processor started; rule state restored");
+
+    let mut rules = declarations.borrow().rules.clone();
+    let mut last_tick = Instant::now();
+    let mut ticks: u64 = 0;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let batch = tokio::select! {
+            polled = consumer.poll(config.batch_max, 200) => polled?,
+            _ = shutdown.changed() => continue,
+        };
+        let started = Instant::now();
+        let mut out = Output::default();
+        let mut malformed = Vec::new();
+        let mut newest_ts = 0;
+        for delivery in &batch {
+            match serde_json::from_slice::<Reading>(&delivery.record.payload) {
+                Ok(reading) => {
+                    newest_ts = newest_ts.max(reading.ts_ms);
+                    engine.observe(&reading, &mut out);
+                }
+                Err(e) => {
+                    let mut record = delivery.record.clone();
+                    record.headers.push(("reason".into(), "malformed_log_record".into()));
+                    record.headers.push(("detail".into(), e.to_string()));
+                    malformed.push(record);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            telemetry::PROCESSOR_READINGS.inc_by(batch.len() as u64);
+            if newest_ts > 0 {
+                telemetry::PROCESSOR_LAG_SECONDS.observe(((now_ms() - newest_ts).max(0) as f64) / 1000.0);
+            }
+        }
+
+        if declarations.has_changed().unwrap_or(false) {
+            let declared = declarations.borrow_and_update().clone();
+            rules = declared.rules.clone();
+            apply_declarations(&mut engine, &declared);
+            info!(devices = declared.devices.len(), rules = rules.len(), "declarations updated");
+        }
+        while let Ok(command) = commands.try_recv() {
+            handle_command(&mut engine, command, &rules, &sinks, &mut shutdown).await;
+        }
+
+        let now = now_ms();
+        let mut reports = Vec::new();
+        let mut dashboard = None;
+        if last_tick.elapsed() >= config.tick {
+            last_tick = Instant::now();
+            ticks += 1;
+            engine.tick(now, &mut out);
+            // Every device every 10 ticks, so health decays for silent devices too.
+            reports = engine.reports(now, ticks % 10 == 0);
+            dashboard = Some(dashboard_counters(&engine, now));
+            telemetry::PROCESSOR_DEVICES.set(engine.device_count() as i64);
+            telemetry::PROCESSOR_STATE_BYTES.set(engine.state_bytes() as i64);
+        }
+        let processed = started.elapsed();
+
+        describe_rule_alerts(&mut out.alerts, &rules);
+        flush(&sinks, &mut out, &reports, dashboard, malformed, now, &mut shutdown).await?;
+        if !batch.is_empty() {
+            commit(consumer.as_mut(), &shutdown).await?;
+        }
+        if !batch.is_empty() || !out.alerts.is_empty() {
+            telemetry::PROCESSOR_BATCH_SECONDS
+                .with_label_values(&["process"])
+                .observe(processed.as_secs_f64());
+            telemetry::PROCESSOR_BATCH_SECONDS
+                .with_label_values(&["total"])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+    info!("processor stopped; everything processed is committed");
+    Ok(())
+}
+
+/// Commits the consumer's position, retrying transient failures until shutdown.
+async fn commit(consumer: &mut dyn LogConsumer, shutdown: &watch::Receiver<bool>) -> Result<(), BackendError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match consumer.commit().await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                telemetry::SINK_ERRORS.with_label_values(&["processor", "event log commit"]).inc();
+                warn!(error = %e, "committing the event log position failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn apply_declarations(engine: &mut Engine, declared: &Declarations) {
+    engine.set_declared(&declared.devices);
+    engine.set_rules(declared.rules.clone());
+}
+
+/// Online devices, active alerts and the mean health of every known device.
+fn dashboard_counters(engine: &Engine, now: i64) -> DashboardCounters {
+    let (online, average) = engine.summary(now);
+    DashboardCounters {
+        active_devices: online,
+        total_alerts: engine.active_alerts() as u64,
+        average_health_score: (average * 1000.0).round() / 1000.0,
+    }
+}
+
+async fn handle_command(
+    engine: &mut Engine,
+    command: AlertCommand,
+    rules: &[CompiledRule],
+    sinks: &ProcessorSinks,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut out = Output::default();
+    let now = now_ms();
+    let (result, reply) = match command {
+        AlertCommand::Acknowledge(id, reply) => (engine.acknowledge(&id, now, &mut out), reply),
+        AlertCommand::Clear(id, reply) => (engine.clear(&id, now, &mut out), reply),
+    };
+    describe_rule_alerts(&mut out.alerts, rules);
+    let answer = match result {
+        Ok(()) => {
+            let alert = out.alerts.first().cloned();
+            if let Err(e) = flush(sinks, &mut out, &[], None, Vec::new(), now, shutdown).await {
+                warn!(error = %e, "writing an acknowledged or cleared alert failed");
+            }
+            alert.ok_or_else(|| CommandError::NotFound(String::new()))
+        }
+        Err(e) => Err(e),
+    };
+    let _ = reply.send(answer);
+}
+
+/// Writes one batch's results; each sink retries until it succeeds or shutdown.
+async fn flush(
+    sinks: &ProcessorSinks,
+    out: &mut Output,
+    reports: &[DeviceReport],
+    dashboard: Option<DashboardCounters>,
+    malformed: Vec<Record>,
+    now: i64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), BackendError> {
+    if !out.new_devices.is_empty() {
+        let devices: Vec<DeviceRecord> = out
+            .new_devices
+            .drain(..)
+            .map(|(device_id, device_type, location)| DeviceRecord {
+                device_id,
+                device_type,
+                location,
+                status: "unregistered".to_owned(),
+                fleet: None,
+                publish_interval_ms: None,
+                offline_after_ms: None,
+            })
+            .collect();
+        retry("processor", "registry", shutdown, || sinks.registry.insert_missing_devices(&devices)).await?;
+    }
+    if !out.alerts.is_empty() {
+        for alert in &out.alerts {
+            telemetry::PROCESSOR_ALERTS
+                .with_label_values(&[alert.alert_type.as_str(), alert.state.as_str()])
+                .inc();
+            info!(
+                alert_id = %alert.id,
+                device_id = %alert.device_id,
+                alert_type = alert.alert_type.as_str(),
+                state = alert.state.as_str(),
+                severity = alert.severity.as_str(),
+                "alert"
+            );
+        }
+        let alerts = std::mem::take(&mut out.alerts);
+        retry("processor", "registry", shutdown, || sinks.registry.record_alerts(&alerts)).await?;
+        retry("processor", "cache", shutdown, || sinks.cache.push_alerts(&alerts)).await?;
+        let records: Vec<Record> = alerts
+            .iter()
+            .map(|a| Record {
+                key: a.device_id.clone(),
+                payload: serde_json::to_vec(a).unwrap_or_default(),
+                headers: vec![],
+            })
+            .collect();
+        retry("processor", "event log", shutdown, || sinks.log.append(Topic::Alerts, records.clone())).await?;
+    }
+    if !out.state.is_empty() {
+        let rows = std::mem::take(&mut out.state);
+        retry("processor", "registry", shutdown, || sinks.registry.save_rule_state(&rows)).await?;
+    }
+    if !malformed.is_empty() {
+        telemetry::PROCESSOR_MALFORMED.inc_by(malformed.len() as u64);
+        retry("processor", "event log", shutdown, || {
+            sinks.log.append(Topic::DeadLetter, malformed.clone())
+        })
+        .await?;
+    }
+    if !reports.is_empty() {
+        let metrics: Vec<DeviceMetrics> = reports.iter().map(device_metrics).collect();
+        retry("processor", "cache", shutdown, || sinks.cache.put_metrics(&metrics, now)).await?;
+    }
+    if let Some(counters) = dashboard {
+        retry("processor", "cache", shutdown, || sinks.cache.put_dashboard(counters, now)).await?;
+    }
+    Ok(())
+}
+
+fn device_metrics(report: &DeviceReport) -> DeviceMetrics {
+    let average_of = |field: &str| {
+        (report.main_field.as_deref() == Some(field))
+            .then_some(report.moving_average)
+            .flatten()
+    };
+    DeviceMetrics {
+        device_id: report.device_id.clone(),
+        avg_temp: average_of("temperature_celsius"),
+        humidity: average_of("humidity_percent"),
+        health_score: report.health_score,
+        status: if report.online { "online" } else { "offline" }.to_owned(),
+    }
+}
