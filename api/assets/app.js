@@ -178,13 +178,13 @@
   // fetch + JSON, turning every failure (network, HTTP status, {"error"} body, bad
   // JSON) into an ApiError with a readable message.
   async function api(path, opts = {}) {
+    const method = opts.method || 'GET';
+    const headers = { Accept: 'application/json' };
+    const token = method !== 'GET' ? apiToken() : null;
+    if (token) headers.Authorization = `Bearer ${token}`;
     let res;
     try {
-      res = await fetch(path, {
-        method: opts.method || 'GET',
-        headers: { Accept: 'application/json' },
-        cache: 'no-store',
-      });
+      res = await fetch(path, { method, headers, cache: 'no-store' });
     } catch (e) {
       throw new ApiError('API unreachable', 'network', 0);
     }
@@ -200,6 +200,19 @@
     }
     if (text && body === null) throw new ApiError('answer is not JSON', 'bad_json', res.status);
     return body;
+  }
+
+  // A server started with --api-token wants it on the requests that change something
+  // (ack, clear). Asked for once, kept for this tab only.
+  const TOKEN_KEY = 'sensorfleet-api-token';
+  function apiToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+  function askToken(why) {
+    const t = window.prompt(`${why}\n\nAPI token (the server's --api-token):`, '');
+    if (!t) return false;
+    try { sessionStorage.setItem(TOKEN_KEY, t.trim()); } catch (e) { return false; }
+    return true;
   }
 
   function reportError(what, e) {
@@ -1029,8 +1042,15 @@
     b.dataset.action = action;
     b.addEventListener('click', async () => {
       b.disabled = true;
+      const path = `/api/alerts/${encodeURIComponent(String(a.id))}/${action}`;
       try {
-        const res = await api(`/api/alerts/${encodeURIComponent(String(a.id))}/${action}`, { method: 'POST' });
+        let res;
+        try {
+          res = await api(path, { method: 'POST' });
+        } catch (e) {
+          if (!(e.status === 401 || e.status === 403) || !askToken(e.message)) throw e;
+          res = await api(path, { method: 'POST' });
+        }
         // Show the new state at once; the next poll (or a live frame) confirms it.
         const updated = res && typeof res === 'object' && res.id !== undefined ? res
           : { ...a, state: action === 'ack' ? 'acknowledged' : 'resolved' };
@@ -1119,6 +1139,16 @@
     }, delay);
   }
 
+  // The server skipped frames this page was too slow for: refill the chart from
+  // history, at most every few seconds.
+  let lastLagFill = 0;
+  function onLagged() {
+    const now = Date.now();
+    if (!state.selected || state.pending !== null || now - lastLagFill < 5000) return;
+    lastLagFill = now;
+    safe(backfill)(state.selected, state.selectGen);
+  }
+
   function handleFrame(data) {
     if (typeof data !== 'string') return;
     let msg;
@@ -1129,6 +1159,7 @@
       try {
         if (m.type === 'reading') onReading(m.data);
         else if (m.type === 'alert') onAlert(m.data);
+        else if (m.type === 'lagged') onLagged();
       } catch (e) {
         console.error('frame', e);
       }

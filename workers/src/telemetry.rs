@@ -108,6 +108,16 @@ pub static PROCESSOR_BATCH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static PROCESSOR_MALFORMED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("sensorfleet_processor_malformed_total", "Event-log records that did not parse (dead-lettered)")
 });
+/// 1 while the bridge is connected to its MQTT broker.
+pub static BRIDGE_CONNECTED: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("sensorfleet_bridge_connected", "1 while the bridge is connected to the MQTT broker"));
+/// When the processor last ran its periodic checks (unix seconds).
+pub static PROCESSOR_LAST_TICK: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "sensorfleet_processor_last_tick_timestamp_seconds",
+        "When the processor last ran its periodic checks (unix seconds)",
+    )
+});
 /// Readings the simulator published.
 pub static SIMULATOR_PUBLISHED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("sensorfleet_simulator_published_total", "Readings published by the simulator"));
@@ -129,4 +139,6 @@ pub fn register_all() {
     LazyLock::force(&PROCESSOR_BATCH_SECONDS);
     LazyLock::force(&PROCESSOR_MALFORMED);
     LazyLock::force(&SIMULATOR_PUBLISHED);
+    LazyLock::force(&BRIDGE_CONNECTED);
+    LazyLock::force(&PROCESSOR_LAST_TICK);
 }

@@ -231,6 +231,7 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
+                telemetry::BRIDGE_CONNECTED.set(1);
                 info!(session_present = ack.session_present, "connected to MQTT broker");
                 connected_once = true;
                 if !ack.session_present {
@@ -241,6 +242,7 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
+                telemetry::BRIDGE_CONNECTED.set(0);
                 if connected_once {
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
                 } else {

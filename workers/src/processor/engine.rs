@@ -231,7 +231,8 @@ impl Engine {
         }
     }
 
-    /// Replaces the alert rules; alerts of removed rules resolve on the device's next reading.
+    /// Replaces the alert rules; alerts of removed rules (or of rules that no longer apply to
+    /// the device) resolve on the device's next reading.
     pub fn set_rules(&mut self, rules: Vec<CompiledRule>) {
         self.rules = rules;
     }
@@ -335,7 +336,15 @@ impl Engine {
                 reading.location.clone(),
             ));
         }
-        let main_name = main_field(&reading.device_type, reading).map(|n| self.intern(n));
+        let main_name = main_field(&reading.device_type, reading);
+        // Interned only when the device's field state is created: interning on every
+        // reading grew the table by one entry per new field name a device ever sent.
+        let new_main = match main_name {
+            Some(n) if self.devices.get(reading.device_id.as_str()).is_some_and(|d| d.main.is_none()) => {
+                Some(self.intern(n))
+            }
+            _ => None,
+        };
         let fleet = self.declared.get(&reading.device_id).and_then(|d| d.fleet.clone());
         let applicable: Vec<(Arc<str>, f64, CompiledRule)> = self
             .rules
@@ -343,7 +352,13 @@ impl Engine {
             .filter(|r| r.applies_to(&reading.device_type, fleet.as_deref()))
             .filter_map(|r| reading.field(&r.metric).map(|v| (Arc::from(r.name.as_str()), v, r.clone())))
             .collect();
-        let rule_names: Vec<Arc<str>> = self.rules.iter().map(|r| Arc::from(r.name.as_str())).collect();
+        // Rules that still cover this device: an alert of any other rule would never clear.
+        let rule_names: Vec<Arc<str>> = self
+            .rules
+            .iter()
+            .filter(|r| r.applies_to(&reading.device_type, fleet.as_deref()))
+            .map(|r| Arc::from(r.name.as_str()))
+            .collect();
         let cfg = self.cfg.clone();
         let Some(device) = self.devices.get_mut(reading.device_id.as_str()) else {
             return;
@@ -361,7 +376,7 @@ impl Engine {
         // The device reported: an offline alert clears.
         advance(device, device_id, Source::Offline, Condition::Clear, 0, now, 0.0, &cfg, out);
 
-        // Alerts of rules that no longer exist resolve.
+        // Alerts of rules that no longer exist, or no longer apply to this device, resolve.
         let stale: Vec<Source> = device
             .alerts
             .iter()
@@ -398,15 +413,15 @@ impl Engine {
         }
 
         let Some(main_name) = main_name else { return };
-        let Some(value) = reading.field(&main_name) else { return };
+        let Some(value) = reading.field(main_name) else { return };
         let main = device.main.get_or_insert_with(|| FieldState {
             detect: reading.device_type != "motion_sensor",
-            name: Arc::clone(&main_name),
+            name: new_main.unwrap_or_else(|| Arc::from(main_name)),
             window: SlidingWindow::new(cfg.window_ms, cfg.window_buckets),
             average: MovingAverage::new(cfg.moving_average),
             detector: Detector::default(),
         });
-        if main.name != main_name {
+        if *main.name != *main_name {
             return;
         }
         main.window.push(now, value);

@@ -94,13 +94,19 @@ pub async fn run(
     let mut last_tick = Instant::now();
     let mut ticks: u64 = 0;
     loop {
-        if *shutdown.borrow() {
+        // On shutdown, drain what the log holds (without waiting for more), then stop.
+        let stopping = *shutdown.borrow();
+        let batch = if stopping {
+            consumer.poll(config.batch_max, 0).await?
+        } else {
+            tokio::select! {
+                polled = consumer.poll(config.batch_max, 200) => polled?,
+                _ = shutdown.changed() => continue,
+            }
+        };
+        if stopping && batch.is_empty() {
             break;
         }
-        let batch = tokio::select! {
-            polled = consumer.poll(config.batch_max, 200) => polled?,
-            _ = shutdown.changed() => continue,
-        };
         let started = Instant::now();
         let mut out = Output::default();
         let mut malformed = Vec::new();
@@ -147,6 +153,7 @@ pub async fn run(
             reports = engine.reports(now, ticks % 10 == 0);
             dashboard = Some(dashboard_counters(&engine, now));
             telemetry::PROCESSOR_DEVICES.set(engine.device_count() as i64);
+            telemetry::PROCESSOR_LAST_TICK.set(now / 1000);
             telemetry::PROCESSOR_STATE_BYTES.set(engine.state_bytes() as i64);
         }
         let processed = started.elapsed();

@@ -1,0 +1,112 @@
+//! A minimal keep-alive HTTP/1.1 GET client for the benchmark's probes (and the tests):
+//! enough to read the API's JSON without pulling a client library into the binary.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One connection to the API.
+pub struct HttpClient {
+    addr: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+/// A response: status and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body parsed as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl HttpClient {
+    /// A client for the server at `addr`; connects on first use.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, stream: None }
+    }
+
+    /// `GET path`, reconnecting once if the kept-alive connection was closed.
+    pub async fn get(&mut self, path: &str) -> std::io::Result<HttpResponse> {
+        self.request("GET", path).await
+    }
+
+    /// `POST path` with an empty body.
+    pub async fn post(&mut self, path: &str) -> std::io::Result<HttpResponse> {
+        self.request("POST", path).await
+    }
+
+    async fn request(&mut self, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+        match self.try_request(method, path).await {
+            Ok(response) => Ok(response),
+            Err(_) => {
+                self.stream = None;
+                self.try_request(method, path).await
+            }
+        }
+    }
+
+    async fn try_request(&mut self, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(BufReader::new(stream));
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(std::io::Error::other("not connected"));
+        };
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n", self.addr);
+        stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut line = String::new();
+        stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::other("connection closed in headers"));
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let lower = header.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                stream.read_line(&mut line).await?;
+                let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
+                let mut chunk = vec![0; size + 2];
+                stream.read_exact(&mut chunk).await?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            body.resize(length.unwrap_or(0), 0);
+            stream.read_exact(&mut body).await?;
+        }
+        Ok(HttpResponse { status, body })
+    }
+}

@@ -1,0 +1,415 @@
+//! `sensorfleet up`: the whole platform in one process with embedded parts — MQTT
+//! broker, event log, SQLite store, in-memory cache — plus the simulated fleet the
+//! manifests declare, the API and the dashboard.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sensorfleet_api::{AlertControl, ApiState, ComponentStatus, GuardConfig};
+use sensorfleet_backends::cache::memory::MemoryCache;
+use sensorfleet_backends::event_log::memory::MemoryLog;
+use sensorfleet_backends::sqlite::SqliteStore;
+use sensorfleet_backends::{DeviceRecord, Registry, TimeSeries};
+use sensorfleet_model::reading::Limits;
+use sensorfleet_model::{Alert, ManifestSet};
+use sensorfleet_workers::bridge::{self, BridgeConfig, BridgeSinks};
+use sensorfleet_workers::clock::now_ms;
+use sensorfleet_workers::mqtt::MqttEndpoint;
+use sensorfleet_workers::processor::{self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks};
+use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
+use sensorfleet_workers::{broker, telemetry};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::manifests;
+
+/// Settings of `sensorfleet up`.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Where the SQLite store lives.
+    pub data_dir: PathBuf,
+    /// API, dashboard and metrics address.
+    pub http_addr: SocketAddr,
+    /// Embedded broker address (ignored with `mqtt_url`).
+    pub mqtt_addr: SocketAddr,
+    /// An external broker instead of the embedded one.
+    pub mqtt_url: Option<MqttEndpoint>,
+    /// Manifest files or folders; empty means the built-in examples.
+    pub manifests: Vec<PathBuf>,
+    /// Whether to simulate the declared devices.
+    pub simulate: bool,
+    /// Overrides every fleet's publish interval in the simulator.
+    pub simulate_interval: Option<Duration>,
+    /// Chance per simulated reading of an injected anomaly.
+    pub anomaly_rate: f64,
+    /// Bearer token for `POST` endpoints.
+    pub api_token: Option<String>,
+    /// Requests per second per client IP; 0 is unlimited.
+    pub rate_limit: f64,
+    /// How long raw readings are kept (hourly rollups stay).
+    pub retention: Duration,
+    /// Readings the event log holds before the bridge waits.
+    pub log_capacity: usize,
+    /// Largest accepted payload.
+    pub max_payload_bytes: usize,
+}
+
+impl UpConfig {
+    /// Defaults: `./.sensorfleet`, `127.0.0.1:8080`, embedded broker on `127.0.0.1:1883`.
+    pub fn new() -> Self {
+        Self {
+            data_dir: PathBuf::from(".sensorfleet"),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            mqtt_url: None,
+            manifests: Vec::new(),
+            simulate: true,
+            simulate_interval: None,
+            anomaly_rate: 0.0005,
+            api_token: None,
+            rate_limit: 0.0,
+            retention: Duration::from_secs(7 * 86_400),
+            log_capacity: 100_000,
+            max_payload_bytes: Limits::default().max_payload_bytes,
+        }
+    }
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running platform.
+pub struct Platform {
+    /// Where the API listens.
+    pub http_addr: SocketAddr,
+    /// Where devices publish.
+    pub mqtt: MqttEndpoint,
+    /// The store, for counting what was ingested.
+    pub store: SqliteStore,
+    /// The simulator's counts, when it runs.
+    pub simulator: Option<Arc<SimulatorStats>>,
+    stop_simulator: watch::Sender<bool>,
+    stop_bridge: watch::Sender<bool>,
+    stop_processor: watch::Sender<bool>,
+    stop_api: watch::Sender<bool>,
+    simulator_task: Option<JoinHandle<()>>,
+    bridge_task: JoinHandle<anyhow::Result<()>>,
+    processor_task: JoinHandle<anyhow::Result<()>>,
+    api_task: JoinHandle<anyhow::Result<()>>,
+    rollup_task: JoinHandle<()>,
+}
+
+/// Checks the data dir exists (creating it) and is writable, with an error that says what to do.
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}; pass --data-dir with a writable folder", dir.display()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .with_context(|| format!("the data dir {} is not writable; pass --data-dir with a writable folder", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Mirrors the declared devices and rules into the registry, removing devices of fleets
+/// that are no longer declared.
+async fn mirror(registry: &dyn Registry, set: &ManifestSet) -> anyhow::Result<Declarations> {
+    let devices = set.devices();
+    let records: Vec<DeviceRecord> = devices
+        .iter()
+        .map(|d| DeviceRecord {
+            device_id: d.device_id.clone(),
+            device_type: d.device_type.clone(),
+            location: d.location.clone(),
+            status: "active".to_owned(),
+            fleet: Some(d.fleet.clone()),
+            publish_interval_ms: Some(d.publish_interval_ms),
+            offline_after_ms: Some(d.offline_after_ms),
+        })
+        .collect();
+    registry.upsert_devices(&records).await?;
+    let mut stored_fleets: Vec<String> = registry.devices().await?.into_iter().filter_map(|d| d.fleet).collect();
+    stored_fleets.sort();
+    stored_fleets.dedup();
+    for fleet in stored_fleets {
+        let keep: Vec<String> = devices
+            .iter()
+            .filter(|d| d.fleet == fleet)
+            .map(|d| d.device_id.clone())
+            .collect();
+        let removed = registry.prune_fleet(&fleet, &keep).await?;
+        if removed > 0 {
+            info!(fleet, removed, "devices no longer declared were removed from the registry");
+        }
+    }
+    let rules = set.compiled_rules();
+    registry.replace_rules(&rules).await?;
+    Ok(Declarations { devices, rules })
+}
+
+struct ProcessorControl(mpsc::Sender<AlertCommand>);
+
+#[async_trait]
+impl AlertControl for ProcessorControl {
+    async fn acknowledge(&self, id: &str) -> Result<Option<Alert>, String> {
+        self.send(|reply| AlertCommand::Acknowledge(id.to_owned(), reply)).await
+    }
+
+    async fn clear(&self, id: &str) -> Result<Option<Alert>, String> {
+        self.send(|reply| AlertCommand::Clear(id.to_owned(), reply)).await
+    }
+}
+
+impl ProcessorControl {
+    async fn send(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<Alert, processor::engine::CommandError>>) -> AlertCommand,
+    ) -> Result<Option<Alert>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(command(reply))
+            .await
+            .map_err(|_| "the processor is not running".to_owned())?;
+        match answer.await {
+            Ok(Ok(alert)) => Ok(Some(alert)),
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err("the processor stopped before answering".to_owned()),
+        }
+    }
+}
+
+/// Starts every part; returns once the API listens.
+pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
+    telemetry::register_all();
+    let set = manifests::load(&config.manifests)?;
+    prepare_data_dir(&config.data_dir)?;
+    let store = SqliteStore::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let declarations = mirror(&store, &set).await?;
+    info!(
+        fleets = set.fleets.len(),
+        devices = declarations.devices.len(),
+        rules = declarations.rules.len(),
+        data_dir = %config.data_dir.display(),
+        "manifests applied"
+    );
+
+    // The broker (or the external one) comes first: everything else connects to it.
+    let mqtt = match &config.mqtt_url {
+        Some(url) => url.clone(),
+        None => {
+            // The broker takes more than the bridge, so an oversized payload reaches the
+            // bridge and is dead-lettered with its reason instead of cutting the connection.
+            broker::start(config.mqtt_addr, config.max_payload_bytes * 4 + 1024)?;
+            MqttEndpoint {
+                host: config.mqtt_addr.ip().to_string(),
+                port: config.mqtt_addr.port(),
+                username: None,
+                password: None,
+            }
+        }
+    };
+    let listener = sensorfleet_api::bind(config.http_addr).await?;
+    let http_addr = listener.local_addr()?;
+
+    let log = Arc::new(MemoryLog::new(config.log_capacity));
+    let cache = Arc::new(MemoryCache::default());
+    let store_arc = Arc::new(store.clone());
+    let (stop_simulator, simulator_stop) = watch::channel(false);
+    let (stop_bridge, bridge_stop) = watch::channel(false);
+    let (stop_processor, processor_stop) = watch::channel(false);
+    let (stop_api, api_stop) = watch::channel(false);
+
+    let (_declarations_tx, declarations_rx) = watch::channel(declarations.clone());
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let processor_sinks = ProcessorSinks {
+        log: log.clone(),
+        registry: store_arc.clone(),
+        cache: cache.clone(),
+    };
+    let processor_task = tokio::spawn(async move {
+        // Keep the sender alive: declarations can change while running.
+        let _keep = _declarations_tx;
+        processor::run(ProcessorConfig::default(), processor_sinks, declarations_rx, commands_rx, processor_stop)
+            .await
+            .context("the processor stopped")
+    });
+
+    let mut bridge_config = BridgeConfig::new(mqtt.clone());
+    bridge_config.limits.max_payload_bytes = config.max_payload_bytes;
+    let bridge_sinks = BridgeSinks {
+        log: log.clone(),
+        series: store_arc.clone(),
+        cache: cache.clone(),
+    };
+    let bridge_task = tokio::spawn(async move {
+        bridge::run(bridge_config, bridge_sinks, bridge_stop)
+            .await
+            .context("the bridge stopped")
+    });
+
+    let mut state = ApiState::new(
+        store_arc.clone(),
+        store_arc.clone(),
+        cache.clone(),
+        GuardConfig {
+            token: config.api_token.clone(),
+            rate_per_second: config.rate_limit,
+        },
+    );
+    state.control = Some(Arc::new(ProcessorControl(commands_tx)));
+    let broker_kind = if config.mqtt_url.is_some() { "external" } else { "embedded" };
+    let log_for_probe = log.clone();
+    state.probe = Arc::new(move || {
+        let connected = telemetry::BRIDGE_CONNECTED.get() == 1;
+        let last_tick = telemetry::PROCESSOR_LAST_TICK.get();
+        let processor_fresh = now_ms() / 1000 - last_tick <= 10;
+        vec![
+            ComponentStatus {
+                name: "mqtt".to_owned(),
+                backend: broker_kind.to_owned(),
+                up: connected,
+                detail: "the bridge is not connected to the MQTT broker".to_owned(),
+            },
+            ComponentStatus {
+                name: "event_log".to_owned(),
+                backend: "memory".to_owned(),
+                up: true,
+                detail: format!("{} readings waiting", log_for_probe.backlog()),
+            },
+            ComponentStatus {
+                name: "processor".to_owned(),
+                backend: "embedded".to_owned(),
+                up: processor_fresh,
+                detail: "the processor has not reported for over 10 s".to_owned(),
+            },
+        ]
+    });
+    let api_task = tokio::spawn(async move {
+        sensorfleet_api::serve(listener, state, api_stop)
+            .await
+            .context("the API stopped")
+    });
+    let rollup_task = tokio::spawn(rollups(store.clone(), config.retention));
+
+    let mut simulator_stats = None;
+    let mut simulator_task = None;
+    if config.simulate {
+        let devices: Vec<SimDevice> = declarations
+            .devices
+            .iter()
+            .map(|d| SimDevice {
+                device_id: d.device_id.clone(),
+                device_type: d.device_type.clone(),
+                location: d.location.clone(),
+                interval_ms: d.publish_interval_ms,
+            })
+            .collect();
+        let mut sim = SimulatorConfig::new(mqtt.clone(), devices);
+        sim.interval_ms = config.simulate_interval.map(|d| d.as_millis() as i64);
+        sim.anomaly_rate = config.anomaly_rate;
+        let stats = Arc::new(SimulatorStats::default());
+        simulator_stats = Some(stats.clone());
+        simulator_task = Some(tokio::spawn(simulator::run(sim, stats, simulator_stop)));
+    }
+    info!(
+        dashboard = %format!("http://{http_addr}/"),
+        mqtt = %mqtt,
+        broker = broker_kind,
+        "SensorFleet is up: open the dashboard, publish to sensors/{{device_type}}/{{device_id}}"
+    );
+    Ok(Platform {
+        http_addr,
+        mqtt,
+        store,
+        simulator: simulator_stats,
+        stop_simulator,
+        stop_bridge,
+        stop_processor,
+        stop_api,
+        simulator_task,
+        bridge_task,
+        processor_task,
+        api_task,
+        rollup_task,
+    })
+}
+
+impl Platform {
+    /// Waits until a part fails or `stop` resolves; then shuts down in data-flow order:
+    /// simulator, bridge (flushes and acknowledges), processor (drains and commits), API.
+    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let failure = tokio::select! {
+            _ = stop => None,
+            result = &mut self.bridge_task => Some(flatten(result)),
+            result = &mut self.processor_task => Some(flatten(result)),
+            result = &mut self.api_task => Some(flatten(result)),
+        };
+        if let Some(Err(e)) = &failure {
+            warn!(error = %format!("{e:#}"), "a part of the platform failed; shutting down");
+        }
+        self.shutdown().await;
+        match failure {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops everything in data-flow order, flushing on the way.
+    pub async fn shutdown(self) {
+        info!("shutting down: simulator, bridge, processor, API");
+        let _ = self.stop_simulator.send(true);
+        if let Some(task) = self.simulator_task {
+            let _ = task.await;
+        }
+        let _ = self.stop_bridge.send(true);
+        if !self.bridge_task.is_finished() {
+            let _ = self.bridge_task.await;
+        }
+        let _ = self.stop_processor.send(true);
+        if !self.processor_task.is_finished() {
+            let _ = self.processor_task.await;
+        }
+        let _ = self.stop_api.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.api_task).await;
+        self.rollup_task.abort();
+        if let Some(stats) = &self.simulator {
+            info!(published = stats.published.load(Ordering::Relaxed), "simulator totals");
+        }
+        info!("SensorFleet stopped cleanly");
+    }
+}
+
+fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.map_err(|e| anyhow::anyhow!("task failed: {e}"))?
+}
+
+/// Hourly: roll up the last complete hours and drop raw readings past retention.
+async fn rollups(store: SqliteStore, retention: Duration) {
+    const HOUR: i64 = 3_600_000;
+    let mut ticker = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        ticker.tick().await;
+        let this_hour = now_ms() / HOUR * HOUR;
+        match store.rollup(this_hour - 2 * HOUR, this_hour).await {
+            Ok(rows) if rows > 0 => info!(rows, "hourly rollups written"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "hourly rollup failed; retrying in 10 min"),
+        }
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        match store.prune_readings(cutoff).await {
+            Ok(n) if n > 0 => info!(deleted = n, "raw readings past retention deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "pruning old readings failed"),
+        }
+    }
+}
