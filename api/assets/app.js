@@ -93,6 +93,7 @@
 
   function unitOf(field) {
     if (!field) return '';
+    if (field === 'moving_average') return unitOf(mainFieldOf(selectedType()));
     if (field.endsWith('_celsius')) return '°C';
     if (field.endsWith('_fahrenheit')) return '°F';
     if (field.endsWith('_percent') || field.endsWith('battery_level')) return '%';
@@ -113,12 +114,23 @@
     return String(v);
   }
 
+  // "temperature_celsius" -> "Temperature", "meta_battery_level" -> "Battery level":
+  // the unit, shown beside the value, is dropped from the name.
   function prettyField(field) {
-    return String(field).replace(/^meta_/, '').replace(/_/g, ' ');
+    const words = String(field)
+      .replace(/^meta_/, '')
+      .replace(/_(celsius|fahrenheit|percent|kmh)$/, '')
+      .replace(/_/g, ' ');
+    return capitalise(words);
   }
 
   function prettyType(t) {
-    return t ? String(t).replace(/_/g, ' ') : 'unknown type';
+    if (!t) return 'Unknown type';
+    return capitalise(String(t).replace(/_/g, ' ').replace(/\bgps\b/i, 'GPS'));
+  }
+
+  function capitalise(s) {
+    return s ? s[0].toUpperCase() + s.slice(1) : s;
   }
 
   function relTime(ms) {
@@ -139,6 +151,15 @@
     return withSeconds
       ? `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`
       : `${p(d.getHours())}:${p(d.getMinutes())}`;
+  }
+
+  function mainFieldOf(type) {
+    return MAIN_FIELD[type] || null;
+  }
+
+  function selectedType() {
+    const d = state.selected ? state.devices.get(state.selected) : null;
+    return (d && d.device_type) || (state.latest && state.latest.device_type) || null;
   }
 
   function healthClass(h) {
@@ -292,8 +313,7 @@
     tr.dataset.deviceId = id;
     tr.tabIndex = 0;
     const tdDev = el('td', 'c-device');
-    tdDev.append(el('div', 'dev-id'), el('div', 'dev-type'));
-    const tdLoc = el('td', 'c-loc');
+    tdDev.append(el('div', 'dev-id'), el('div', 'dev-sub'));
     const tdHealth = el('td', 'c-health');
     const cell = el('div', 'hcell');
     const bar = el('div', 'hbar');
@@ -303,14 +323,15 @@
     const tdSeen = el('td', 'c-seen');
     const tdStatus = el('td', 'c-status');
     tdStatus.append(el('span', 'pill'));
-    tr.append(tdDev, tdLoc, tdHealth, tdSeen, tdStatus);
+    tr.append(tdDev, tdHealth, tdSeen, tdStatus);
     return tr;
   }
 
   function updateRow(tr, d) {
     tr.querySelector('.dev-id').textContent = d.device_id;
-    tr.querySelector('.dev-type').textContent = prettyType(d.device_type);
-    tr.querySelector('.c-loc').textContent = d.location || '–';
+    const sub = d.location ? `${prettyType(d.device_type)} · ${d.location}` : prettyType(d.device_type);
+    tr.querySelector('.dev-sub').textContent = sub;
+    tr.querySelector('.c-device').title = `${d.device_id}\n${sub}`;
     const h = isNum(d.health_score) ? Math.max(0, Math.min(1, d.health_score)) : null;
     const fill = tr.querySelector('.hbar-fill');
     fill.style.width = h === null ? '0%' : `${Math.round(h * 100)}%`;
@@ -421,6 +442,7 @@
     const type = (d && d.device_type) || (state.latest && state.latest.device_type);
     const loc = (d && d.location) || (state.latest && state.latest.location);
     $('#detail-device').textContent = id || 'No device selected';
+    $('#detail-device').title = id || '';
     $('#detail-meta').textContent = id && (type || loc)
       ? `${prettyType(type)} · ${loc || 'no location'}` : '';
   }
@@ -506,9 +528,7 @@
       state.field = null;
       return;
     }
-    const d = state.devices.get(state.selected);
-    const type = (d && d.device_type) || (state.latest && state.latest.device_type);
-    const main = MAIN_FIELD[type];
+    const main = mainFieldOf(selectedType());
     if (main && state.series.has(main)) state.field = main;
     else if (!state.field || !state.series.has(state.field)) {
       state.field = fields.filter((f) => !f.startsWith('meta_')).sort()[0] || fields.sort()[0];
@@ -622,8 +642,8 @@
 
     const grid = el('dl', 'kv');
     const keys = Object.keys(L)
-      .filter((k) => !LATEST_HEADER_KEYS.has(k))
-      .filter((k) => !(k in LATEST_ALIASES && (L[k] === null || LATEST_ALIASES[k] in L)))
+      .filter((k) => !LATEST_HEADER_KEYS.has(k) && L[k] !== null && L[k] !== undefined)
+      .filter((k) => !(k in LATEST_ALIASES && LATEST_ALIASES[k] in L))
       .sort((a, b) => {
         const ma = a.startsWith('meta_') ? 1 : 0;
         const mb = b.startsWith('meta_') ? 1 : 0;
@@ -1091,7 +1111,16 @@
     const old = state.ws;
     state.ws = null;
     if (old) {
-      try { old.close(1000, 'switching device'); } catch (e) { /* already closed */ }
+      old.onmessage = null;
+      old.onclose = null;
+      old.onerror = null;
+      // Closing a socket still connecting makes the browser log a warning: let it
+      // open, then close it.
+      if (old.readyState === WebSocket.CONNECTING) old.onopen = () => old.close(1000, 'switching device');
+      else {
+        old.onopen = null;
+        try { old.close(1000, 'switching device'); } catch (e) { /* already closed */ }
+      }
     }
     const gen = ++state.wsGen;
     let ws;

@@ -21,7 +21,7 @@ use crate::BackendError;
 
 const BACKEND: &str = "sqlite";
 /// Rows per INSERT statement: 5 parameters each, far under SQLite's parameter limit.
-const ROWS_PER_STATEMENT: usize = 500;
+const ROWS_PER_STATEMENT: usize = 100;
 
 /// The embedded store.
 #[derive(Clone)]
@@ -99,6 +99,20 @@ impl SqliteStore {
     }
 }
 
+fn insert_readings(rows: &[Reading]) -> QueryBuilder<Sqlite> {
+    let mut insert: QueryBuilder<Sqlite> =
+        QueryBuilder::new("INSERT OR REPLACE INTO readings (device_id, ts, device_type, location, fields) ");
+    insert.push_values(rows, |mut row, r| {
+        let fields = serde_json::to_string(&r.fields).unwrap_or_else(|_| "{}".into());
+        row.push_bind(&r.device_id)
+            .push_bind(r.ts_ms)
+            .push_bind(&r.device_type)
+            .push_bind(&r.location)
+            .push_bind(fields);
+    });
+    insert
+}
+
 #[async_trait]
 impl TimeSeries for SqliteStore {
     async fn write(&self, readings: &[Reading]) -> Result<(), BackendError> {
@@ -106,19 +120,19 @@ impl TimeSeries for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR REPLACE INTO readings (device_id, ts, device_type, location, fields) ",
-            );
-            insert.push_values(chunk, |mut row, r| {
-                let fields = serde_json::to_string(&r.fields).unwrap_or_else(|_| "{}".into());
-                row.push_bind(&r.device_id)
-                    .push_bind(r.ts_ms)
-                    .push_bind(&r.device_type)
-                    .push_bind(&r.location)
-                    .push_bind(fields);
-            });
-            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
+        // Two statement shapes only (a full chunk, and one row), so both stay prepared in
+        // the connection's statement cache: preparing a fresh multi-row INSERT for every
+        // batch size costs more than the insert itself.
+        let mut chunks = readings.chunks_exact(ROWS_PER_STATEMENT);
+        for chunk in chunks.by_ref() {
+            insert_readings(chunk).build().execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        for reading in chunks.remainder() {
+            insert_readings(std::slice::from_ref(reading))
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }

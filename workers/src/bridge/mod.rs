@@ -29,9 +29,14 @@ pub struct BridgeConfig {
     /// Client id; fixed so the broker keeps the session (and unacknowledged messages)
     /// across a restart.
     pub client_id: String,
-    /// Subscription filter: `sensors/+/+`, or `$share/<group>/sensors/+/+` so that
-    /// several bridge replicas split the stream.
+    /// Topic filter, `sensors/+/+`.
     pub filter: String,
+    /// MQTT connections, all in one shared subscription (`$share/<client_id>/<filter>`)
+    /// when more than one. A broker keeps at most a fixed number of unacknowledged QoS 1
+    /// messages per connection (100 for rumqttd, `max_inflight_messages` for Mosquitto),
+    /// and the bridge acknowledges only after a batch is durable, so connections are what
+    /// lets a batch grow past that window.
+    pub connections: usize,
     /// Most messages per batch.
     pub batch_max: usize,
     /// How long a batch waits to fill before it is flushed anyway.
@@ -47,7 +52,8 @@ impl BridgeConfig {
             mqtt,
             client_id: "sensorfleet-bridge".to_owned(),
             filter: "sensors/+/+".to_owned(),
-            batch_max: 2000,
+            connections: 8,
+            batch_max: 4000,
             linger: Duration::from_millis(5),
             limits: Limits::default(),
         }
@@ -96,22 +102,46 @@ pub fn sort_batch<'a>(messages: impl IntoIterator<Item = (&'a str, &'a [u8])>, n
 
 /// Runs the bridge until `shutdown` turns true; flushes and acknowledges the last batch.
 pub async fn run(config: BridgeConfig, sinks: BridgeSinks, mut shutdown: watch::Receiver<bool>) -> Result<(), BackendError> {
-    let mut options = MqttOptions::new(&config.client_id, &config.mqtt.host, config.mqtt.port);
-    options
-        .set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(config.limits.max_payload_bytes * 4 + 1024, 64 * 1024)
-        .set_request_channel_capacity(config.batch_max * 2);
-    if let (Some(user), Some(password)) = (&config.mqtt.username, &config.mqtt.password) {
-        options.set_credentials(user, password);
+    let connections = config.connections.clamp(1, 64);
+    let filter = if connections > 1 {
+        format!("$share/{}/{}", config.client_id, config.filter)
+    } else {
+        config.filter.clone()
+    };
+    let (tx, mut rx) = mpsc::channel::<(usize, Publish)>(config.batch_max * 2);
+    let mut clients = Vec::with_capacity(connections);
+    let mut drivers = Vec::with_capacity(connections);
+    for index in 0..connections {
+        let client_id = if connections > 1 {
+            format!("{}-{index}", config.client_id)
+        } else {
+            config.client_id.clone()
+        };
+        let mut options = MqttOptions::new(client_id, &config.mqtt.host, config.mqtt.port);
+        options
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(config.limits.max_payload_bytes * 4 + 1024, 64 * 1024)
+            .set_request_channel_capacity(config.batch_max);
+        if let (Some(user), Some(password)) = (&config.mqtt.username, &config.mqtt.password) {
+            options.set_credentials(user, password);
+        }
+        let (client, eventloop) = AsyncClient::new(options, config.batch_max);
+        drivers.push(tokio::spawn(drive(
+            eventloop,
+            client.clone(),
+            filter.clone(),
+            index,
+            tx.clone(),
+            shutdown.clone(),
+        )));
+        clients.push(client);
     }
-    let (client, eventloop) = AsyncClient::new(options, config.batch_max * 2);
-    let (tx, mut rx) = mpsc::channel::<Publish>(config.batch_max * 2);
-    let driver = tokio::spawn(drive(eventloop, client.clone(), config.filter.clone(), tx, shutdown.clone()));
-    info!(broker = %config.mqtt, filter = %config.filter, client_id = %config.client_id, "bridge started");
+    drop(tx);
+    info!(broker = %config.mqtt, filter = %filter, connections, "bridge started");
 
-    let mut batch: Vec<Publish> = Vec::with_capacity(config.batch_max);
+    let mut batch: Vec<(usize, Publish)> = Vec::with_capacity(config.batch_max);
     loop {
         batch.clear();
         let first = tokio::select! {
@@ -128,17 +158,20 @@ pub async fn run(config: BridgeConfig, sinks: BridgeSinks, mut shutdown: watch::
             }
         }
         deliver(&config, &sinks, &batch, &mut shutdown).await?;
-        for publish in &batch {
+        for (index, publish) in &batch {
             if publish.qos != QoS::AtMostOnce {
-                // A closed client means the event loop ended: the broker redelivers.
-                let _ = client.ack(publish).await;
+                // A closed client means its event loop ended: the broker redelivers.
+                let _ = clients[*index].ack(publish).await;
             }
         }
     }
-    // Let the event loop send the last acknowledgements, then leave the session open on
-    // the broker (no DISCONNECT with clean session would drop queued messages).
+    // Let the event loops send the last acknowledgements, then leave the sessions open on
+    // the broker (a clean disconnect would drop what it queued for us).
     tokio::time::sleep(Duration::from_millis(200)).await;
-    driver.abort();
+    for driver in drivers {
+        driver.abort();
+    }
+    telemetry::BRIDGE_CONNECTED.set(0);
     info!("bridge stopped; every received message was delivered and acknowledged");
     Ok(())
 }
@@ -146,12 +179,12 @@ pub async fn run(config: BridgeConfig, sinks: BridgeSinks, mut shutdown: watch::
 async fn deliver(
     config: &BridgeConfig,
     sinks: &BridgeSinks,
-    batch: &[Publish],
+    batch: &[(usize, Publish)],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
     let started = Instant::now();
     let sorted = sort_batch(
-        batch.iter().map(|p| (p.topic.as_str(), p.payload.as_ref())),
+        batch.iter().map(|(_, p)| (p.topic.as_str(), p.payload.as_ref())),
         now_ms(),
         &config.limits,
     );
@@ -214,7 +247,8 @@ async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     filter: String,
-    tx: mpsc::Sender<Publish>,
+    index: usize,
+    tx: mpsc::Sender<(usize, Publish)>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -225,14 +259,18 @@ async fn drive(
         }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if tx.send(publish).await.is_err() {
+                if tx.send((index, publish)).await.is_err() {
                     return;
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
                 telemetry::BRIDGE_CONNECTED.set(1);
-                info!(session_present = ack.session_present, "connected to MQTT broker");
+                if index == 0 {
+                    info!(session_present = ack.session_present, "connected to MQTT broker");
+                } else {
+                    debug!(connection = index, session_present = ack.session_present, "connected to MQTT broker");
+                }
                 connected_once = true;
                 if !ack.session_present {
                     if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {

@@ -339,12 +339,8 @@ impl Engine {
         let main_name = main_field(&reading.device_type, reading);
         // Interned only when the device's field state is created: interning on every
         // reading grew the table by one entry per new field name a device ever sent.
-        let new_main = match main_name {
-            Some(n) if self.devices.get(reading.device_id.as_str()).is_some_and(|d| d.main.is_none()) => {
-                Some(self.intern(n))
-            }
-            _ => None,
-        };
+        let needs_main = self.devices.get(reading.device_id.as_str()).is_some_and(|d| d.main.is_none());
+        let new_main = main_name.filter(|_| needs_main).map(|n| self.intern(n));
         let fleet = self.declared.get(&reading.device_id).and_then(|d| d.fleet.clone());
         let applicable: Vec<(Arc<str>, f64, CompiledRule)> = self
             .rules
