@@ -1,6 +1,7 @@
 //! `sensorfleet <role>`: one binary, the role chosen by subcommand. This file only parses
 //! arguments, sets up logging and calls the library.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -168,7 +169,10 @@ fn init_logging(format: LogFormat) {
     // rumqttd logs every connection at info; keep it to warnings unless asked.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SENSORFLEET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -97,6 +97,9 @@ pub fn sort_batch<'a>(messages: impl IntoIterator<Item = (&'a str, &'a [u8])>, n
             }),
         }
     }
+    // Messages of one device can arrive out of order over different broker connections;
+    // a batch at least goes downstream in time order.
+    sorted.readings.sort_by_key(|r| r.ts_ms);
     sorted
 }
 

@@ -361,7 +361,18 @@ impl Engine {
         };
         let device_id = reading.device_id.as_str();
         device.dirty = true;
-        device.last_ts_ms = device.last_ts_ms.max(now);
+        if now < device.last_ts_ms {
+            // Older than a reading already processed (redelivered after a crash, or
+            // reordered between broker connections): it counts in the window, but alert
+            // state only moves forward in time, so it does not drive the lifecycle.
+            if let (Some(main), Some(name)) = (device.main.as_mut(), main_name) {
+                if let Some(value) = reading.field(name).filter(|_| *main.name == *name) {
+                    main.window.push(now, value);
+                }
+            }
+            return;
+        }
+        device.last_ts_ms = now;
         if let Some(b) = reading.field("meta_battery_level") {
             device.battery = Some(b as f32);
         }

@@ -1,0 +1,171 @@
+//! What the end-to-end tests share: starting `sensorfleet up` on free ports, publishing
+//! with Debian's `mosquitto_pub` (a client this project did not write), and the rule
+//! that under `CI` a missing tool fails the test instead of skipping it.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sensorfleet::http::HttpClient;
+
+/// True when the tool is on PATH. Without it: under `CI`, panic; otherwise print why the
+/// test is skipped and return false.
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    let message = format!("{tool} is not installed (Debian package {package}; `make deps` installs it)");
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    false
+}
+
+/// A free loopback port.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// A running `sensorfleet up`, stopped (SIGINT, then kill) when dropped.
+pub struct Up {
+    child: Option<Child>,
+    /// API address.
+    pub http: SocketAddr,
+    /// Embedded broker address.
+    pub mqtt: SocketAddr,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Log file.
+    pub log: PathBuf,
+}
+
+impl Up {
+    /// Starts `up` with `args` after the addresses and data dir, and waits until
+    /// `/health/system` answers.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Up {
+        let http = free_addr();
+        let mqtt = free_addr();
+        let log = data_dir.join(format!("up-{}.log", http.port()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sensorfleet"))
+            .arg("up")
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(["--http-addr", &http.to_string()])
+            .args(["--mqtt-addr", &mqtt.to_string()])
+            .args(extra)
+            .env("SENSORFLEET_LOG", "info,rumqttd=off")
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start sensorfleet up");
+        let up = Up {
+            child: Some(child),
+            http,
+            mqtt,
+            data_dir: data_dir.to_owned(),
+            log,
+        };
+        let mut client = HttpClient::new(http);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = client.get("/health/system").await {
+                if response.status == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "up did not become healthy in 30 s; log:\n{}", up.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        up
+    }
+
+    /// A client for the API.
+    pub fn client(&self) -> HttpClient {
+        HttpClient::new(self.http)
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Publishes one message at QoS 1 with `mosquitto_pub`.
+    pub fn publish(&self, topic: &str, payload: &str) {
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.mqtt.port().to_string(), "-q", "1"])
+            .args(["-t", topic, "-m", payload])
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub failed for {topic}");
+    }
+
+    /// Publishes many messages on one connection (`mosquitto_pub -l`: one per line).
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        use std::io::Write;
+        let mut child = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &self.mqtt.port().to_string(), "-q", "1", "-l"])
+            .args(["-t", topic])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_pub -l");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+        }
+        drop(stdin);
+        assert!(child.wait().expect("mosquitto_pub").success());
+    }
+
+    /// Stops the process with SIGINT (a clean shutdown) and waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("up did not stop within 20 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {seconds} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
