@@ -184,8 +184,14 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let (stop, stopped) = watch::channel(false);
     let background = tokio::spawn(simulator::run(sim, stats2.clone(), stopped));
     let latency_started = Instant::now();
-    let samples = probe_latency(&mqtt, http_addr, Duration::from_secs(config.latency_seconds)).await?;
-    let background_rate = stats2.published.load(Ordering::Relaxed) as f64 / latency_started.elapsed().as_secs_f64();
+    let samples = probe_latency(
+        &mqtt,
+        http_addr,
+        Duration::from_secs(config.latency_seconds),
+    )
+    .await?;
+    let background_rate =
+        stats2.published.load(Ordering::Relaxed) as f64 / latency_started.elapsed().as_secs_f64();
     let _ = stop.send(true);
     let _ = background.await;
 
@@ -232,7 +238,12 @@ async fn probe_latency(
         );
         let sent = Instant::now();
         client
-            .publish("sensors/temperature_sensor/bench-probe", QoS::AtLeastOnce, false, payload)
+            .publish(
+                "sensors/temperature_sensor/bench-probe",
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
             .await?;
         let deadline = sent + Duration::from_secs(5);
         loop {
@@ -268,7 +279,10 @@ pub fn print(report: &BenchReport) {
     eprintln!("  acknowledged by broker         {}", report.acknowledged);
     eprintln!("  stored                         {}", report.stored);
     eprintln!("  lost                           {}", report.lost);
-    eprintln!("  ingest                         {:.0} readings/s", report.ingest_per_second);
+    eprintln!(
+        "  ingest                         {:.0} readings/s",
+        report.ingest_per_second
+    );
     eprintln!(
         "  publish -> /latest visible     p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} probes at {:.0} readings/s background)",
         report.latency_p50_ms,
@@ -277,7 +291,13 @@ pub fn print(report: &BenchReport) {
         report.latency_samples,
         report.latency_background_per_second
     );
-    eprintln!("  peak RSS (whole process)       {:.1} MiB", report.peak_rss_mib);
-    eprintln!("  processor state per device     {:.0} bytes", report.processor_state_bytes_per_device);
+    eprintln!(
+        "  peak RSS (whole process)       {:.1} MiB",
+        report.peak_rss_mib
+    );
+    eprintln!(
+        "  processor state per device     {:.0} bytes",
+        report.processor_state_bytes_per_device
+    );
     println!("{}", serde_json::to_string(report).unwrap_or_default());
 }

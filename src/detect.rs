@@ -48,7 +48,8 @@ pub fn replay(
         summary.anomalies += usize::from(verdict.anomaly.is_some());
         write!(out, "{},{value},{:.4},{kind}", format_ts(ts), verdict.score)?;
         if let Some(rule) = rule {
-            let condition = analytics::threshold_condition(&rule.threshold, value, phase.is_active());
+            let condition =
+                analytics::threshold_condition(&rule.threshold, value, phase.is_active());
             let (next, transition) = analytics::step(phase, condition, rule.for_ms, ts);
             phase = next;
             let text = match transition {
@@ -73,32 +74,39 @@ pub fn replay(
 
 /// Loads the single AlertRule in `path`.
 pub fn load_rule(path: &Path) -> anyhow::Result<CompiledRule> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let mut set = ManifestSet::default();
     set.add_file(&path.display().to_string(), &text)?;
     let mut rules = set.compiled_rules();
     match rules.len() {
         1 => Ok(rules.remove(0)),
-        n => anyhow::bail!("{}: holds {n} AlertRules; give a file with exactly one", path.display()),
+        n => anyhow::bail!(
+            "{}: holds {n} AlertRules; give a file with exactly one",
+            path.display()
+        ),
     }
 }
 
 /// Reads and parses the CSV.
 pub fn load_csv(path: &Path) -> anyhow::Result<Vec<(i64, f64)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     analytics::parse_timestamp_value_csv(&text).with_context(|| format!("{}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
-    use sensorfleet_model::analytics::Threshold;
     use sensorfleet_model::Severity;
+    use sensorfleet_model::analytics::Threshold;
 
     use super::*;
 
     #[test]
     fn replay_scores_every_row_and_tries_the_rule() {
-        let mut points: Vec<(i64, f64)> = (0..200).map(|i| (i * 60_000, 20.0 + (i % 7) as f64 * 0.1)).collect();
+        let mut points: Vec<(i64, f64)> = (0..200)
+            .map(|i| (i * 60_000, 20.0 + (i % 7) as f64 * 0.1))
+            .collect();
         points.extend((200..210).map(|i| (i * 60_000, 45.0)));
         points.extend((210..230).map(|i| (i * 60_000, 20.0)));
         let rule = CompiledRule {
@@ -122,7 +130,11 @@ mod tests {
         assert!(text.starts_with("timestamp,value,score,anomaly,rule\n"));
         assert_eq!(summary.rows, 230);
         assert!(summary.anomalies >= 1, "the jump to 45 is an anomaly");
-        assert_eq!((summary.fired, summary.resolved), (1, 1), "fires once after `for`, resolves once");
+        assert_eq!(
+            (summary.fired, summary.resolved),
+            (1, 1),
+            "fires once after `for`, resolves once"
+        );
         assert!(text.contains(",pending"));
     }
 }

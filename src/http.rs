@@ -63,7 +63,10 @@ impl HttpClient {
         let Some(stream) = self.stream.as_mut() else {
             return Err(std::io::Error::other("not connected"));
         };
-        let request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n", self.addr);
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+            self.addr
+        );
         stream.get_mut().write_all(request.as_bytes()).await?;
         let mut line = String::new();
         stream.read_line(&mut line).await?;

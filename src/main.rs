@@ -26,7 +26,13 @@ use tokio::sync::watch;
 #[command(name = "sensorfleet", version, propagate_version = true)]
 struct Cli {
     /// Log format: `text` for people, `json` for log collectors.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "SENSORFLEET_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SENSORFLEET_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     role: Role,
@@ -55,7 +61,12 @@ enum Role {
 #[derive(clap::Args)]
 struct UpArgs {
     /// SensorFleet/AlertRule manifest files or folders (repeatable). Default: the built-in examples/.
-    #[arg(short = 'f', long = "file", env = "SENSORFLEET_MANIFESTS", value_delimiter = ',')]
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "SENSORFLEET_MANIFESTS",
+        value_delimiter = ','
+    )]
     files: Vec<PathBuf>,
     /// Where history and the registry are kept (SQLite).
     #[arg(long, default_value = ".sensorfleet", env = "SENSORFLEET_DATA_DIR")]
@@ -167,8 +178,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn init_logging(format: LogFormat) {
     // rumqttd logs every connection at info; keep it to warnings unless asked.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SENSORFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SENSORFLEET_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn")
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -188,7 +201,9 @@ async fn ctrl_c() {
 async fn terminate() {
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             term.recv().await;
             return;
         }
@@ -278,7 +293,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.rows,
                 summary.anomalies,
                 if rule.is_some() {
-                    format!(", rule fired {} times and resolved {} times", summary.fired, summary.resolved)
+                    format!(
+                        ", rule fired {} times and resolved {} times",
+                        summary.fired, summary.resolved
+                    )
                 } else {
                     String::new()
                 }

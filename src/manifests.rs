@@ -6,8 +6,14 @@ use sensorfleet_model::ManifestSet;
 
 /// The default manifests, compiled in, so `sensorfleet up` works from any folder.
 pub const DEFAULTS: [(&str, &str); 2] = [
-    ("examples/fleets.yaml", include_str!("../examples/fleets.yaml")),
-    ("examples/alert-rules.yaml", include_str!("../examples/alert-rules.yaml")),
+    (
+        "examples/fleets.yaml",
+        include_str!("../examples/fleets.yaml"),
+    ),
+    (
+        "examples/alert-rules.yaml",
+        include_str!("../examples/alert-rules.yaml"),
+    ),
 ];
 
 /// Reads every `.yaml`/`.yml` file given, or found (sorted, not recursive) in a folder
@@ -31,8 +37,12 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<ManifestSet> {
 }
 
 fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}; -f takes manifest files or folders of them", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; -f takes manifest files or folders of them",
+            path.display()
+        )
+    })?;
     if meta.is_file() {
         return Ok(vec![path.to_owned()]);
     }
@@ -56,8 +66,16 @@ mod tests {
     fn the_compiled_in_defaults_are_valid_and_the_same_as_examples() {
         let set = load(&[]).expect("defaults are valid");
         assert!(set.devices().len() >= 10);
-        assert!(set.rules.iter().any(|r| r.spec.min == Some(10.0) && r.spec.max == Some(30.0)));
-        let from_folder = load(&[PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))]).expect("examples");
+        assert!(
+            set.rules
+                .iter()
+                .any(|r| r.spec.min == Some(10.0) && r.spec.max == Some(30.0))
+        );
+        let from_folder = load(&[PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples"
+        ))])
+        .expect("examples");
         assert_eq!(set.devices(), from_folder.devices());
     }
 
@@ -67,7 +85,12 @@ mod tests {
         let file = dir.path().join("bad.yaml");
         std::fs::write(&file, "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\nmetadata: {name: x}\nspec: {deviceType: t}\n").unwrap();
         let e = load(&[dir.path().to_owned()]).unwrap_err().to_string();
-        assert!(e.contains("bad.yaml") && e.contains("SensorFleet/x") && e.contains("declares no device"), "{e}");
+        assert!(
+            e.contains("bad.yaml")
+                && e.contains("SensorFleet/x")
+                && e.contains("declares no device"),
+            "{e}"
+        );
         assert!(load(&[dir.path().join("missing")]).is_err());
     }
 }

@@ -20,7 +20,9 @@ use sensorfleet_model::{Alert, ManifestSet};
 use sensorfleet_workers::bridge::{self, BridgeConfig, BridgeSinks};
 use sensorfleet_workers::clock::now_ms;
 use sensorfleet_workers::mqtt::MqttEndpoint;
-use sensorfleet_workers::processor::{self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks};
+use sensorfleet_workers::processor::{
+    self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks,
+};
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
 use sensorfleet_workers::{broker, telemetry};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -110,11 +112,19 @@ pub struct Platform {
 
 /// Checks the data dir exists (creating it) and is writable, with an error that says what to do.
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data dir {}; pass --data-dir with a writable folder", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the data dir {}; pass --data-dir with a writable folder",
+            dir.display()
+        )
+    })?;
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("the data dir {} is not writable; pass --data-dir with a writable folder", dir.display()))?;
+    std::fs::write(&probe, b"ok").with_context(|| {
+        format!(
+            "the data dir {} is not writable; pass --data-dir with a writable folder",
+            dir.display()
+        )
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -136,7 +146,12 @@ async fn mirror(registry: &dyn Registry, set: &ManifestSet) -> anyhow::Result<De
         })
         .collect();
     registry.upsert_devices(&records).await?;
-    let mut stored_fleets: Vec<String> = registry.devices().await?.into_iter().filter_map(|d| d.fleet).collect();
+    let mut stored_fleets: Vec<String> = registry
+        .devices()
+        .await?
+        .into_iter()
+        .filter_map(|d| d.fleet)
+        .collect();
     stored_fleets.sort();
     stored_fleets.dedup();
     for fleet in stored_fleets {
@@ -147,7 +162,10 @@ async fn mirror(registry: &dyn Registry, set: &ManifestSet) -> anyhow::Result<De
             .collect();
         let removed = registry.prune_fleet(&fleet, &keep).await?;
         if removed > 0 {
-            info!(fleet, removed, "devices no longer declared were removed from the registry");
+            info!(
+                fleet,
+                removed, "devices no longer declared were removed from the registry"
+            );
         }
     }
     let rules = set.compiled_rules();
@@ -160,18 +178,22 @@ struct ProcessorControl(mpsc::Sender<AlertCommand>);
 #[async_trait]
 impl AlertControl for ProcessorControl {
     async fn acknowledge(&self, id: &str) -> Result<Option<Alert>, String> {
-        self.send(|reply| AlertCommand::Acknowledge(id.to_owned(), reply)).await
+        self.send(|reply| AlertCommand::Acknowledge(id.to_owned(), reply))
+            .await
     }
 
     async fn clear(&self, id: &str) -> Result<Option<Alert>, String> {
-        self.send(|reply| AlertCommand::Clear(id.to_owned(), reply)).await
+        self.send(|reply| AlertCommand::Clear(id.to_owned(), reply))
+            .await
     }
 }
 
 impl ProcessorControl {
     async fn send(
         &self,
-        command: impl FnOnce(oneshot::Sender<Result<Alert, processor::engine::CommandError>>) -> AlertCommand,
+        command: impl FnOnce(
+            oneshot::Sender<Result<Alert, processor::engine::CommandError>>,
+        ) -> AlertCommand,
     ) -> Result<Option<Alert>, String> {
         let (reply, answer) = oneshot::channel();
         self.0
@@ -239,9 +261,15 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     let processor_task = tokio::spawn(async move {
         // Keep the sender alive: declarations can change while running.
         let _keep = _declarations_tx;
-        processor::run(ProcessorConfig::default(), processor_sinks, declarations_rx, commands_rx, processor_stop)
-            .await
-            .context("the processor stopped")
+        processor::run(
+            ProcessorConfig::default(),
+            processor_sinks,
+            declarations_rx,
+            commands_rx,
+            processor_stop,
+        )
+        .await
+        .context("the processor stopped")
     });
 
     let mut bridge_config = BridgeConfig::new(mqtt.clone());
@@ -267,7 +295,11 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
         },
     );
     state.control = Some(Arc::new(ProcessorControl(commands_tx)));
-    let broker_kind = if config.mqtt_url.is_some() { "external" } else { "embedded" };
+    let broker_kind = if config.mqtt_url.is_some() {
+        "external"
+    } else {
+        "embedded"
+    };
     let log_for_probe = log.clone();
     state.probe = Arc::new(move || {
         let connected = telemetry::BRIDGE_CONNECTED.get() == 1;
@@ -347,7 +379,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
 impl Platform {
     /// Waits until a part fails or `stop` resolves; then shuts down in data-flow order:
     /// simulator, bridge (flushes and acknowledges), processor (drains and commits), API.
-    pub async fn run_until(mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let failure = tokio::select! {
             _ = stop => None,
             result = &mut self.bridge_task => Some(flatten(result)),
@@ -383,7 +418,10 @@ impl Platform {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.api_task).await;
         self.rollup_task.abort();
         if let Some(stats) = &self.simulator {
-            info!(published = stats.published.load(Ordering::Relaxed), "simulator totals");
+            info!(
+                published = stats.published.load(Ordering::Relaxed),
+                "simulator totals"
+            );
         }
         info!("SensorFleet stopped cleanly");
     }

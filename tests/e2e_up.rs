@@ -31,7 +31,10 @@ fn reading(device: &str, ts_ms: i64, celsius: f64) -> String {
 }
 
 async fn get_json(client: &mut HttpClient, path: &str) -> (u16, Value) {
-    let response = client.get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let response = client
+        .get(path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     (response.status, response.json())
 }
 
@@ -59,7 +62,9 @@ async fn embedded_platform_end_to_end() {
     let base = now_ms() - 60_000;
 
     // Normal readings, one connection, in order.
-    let normal: Vec<String> = (0..10).map(|i| reading("lab-temp-1", base + i * 1000, 20.0 + i as f64 * 0.1)).collect();
+    let normal: Vec<String> = (0..10)
+        .map(|i| reading("lab-temp-1", base + i * 1000, 20.0 + i as f64 * 0.1))
+        .collect();
     up.publish_lines("sensors/temperature_sensor/lab-temp-1", &normal);
 
     let latest = eventually(10, "lab-temp-1's latest reading", || {
@@ -77,7 +82,11 @@ async fn embedded_platform_end_to_end() {
     assert_eq!(latest["timestamp"], format_ts(base + 9000));
 
     // History: every field of every reading, ascending.
-    let (status, history) = get_json(&mut api, "/api/device/lab-temp-1/history?hours=1&field=temperature_celsius").await;
+    let (status, history) = get_json(
+        &mut api,
+        "/api/device/lab-temp-1/history?hours=1&field=temperature_celsius",
+    )
+    .await;
     assert_eq!(status, 200);
     let data = history["data"].as_array().expect("data");
     assert_eq!(data.len(), 10, "{history}");
@@ -85,7 +94,11 @@ async fn embedded_platform_end_to_end() {
     assert_eq!(data[0]["value"], 20.0);
     assert_eq!(data[0]["timestamp"], format_ts(base));
     let (_, all_fields) = get_json(&mut api, "/api/device/lab-temp-1/history?hours=1").await;
-    assert_eq!(all_fields["data"].as_array().map(Vec::len), Some(40), "4 fields × 10 readings");
+    assert_eq!(
+        all_fields["data"].as_array().map(Vec::len),
+        Some(40),
+        "4 fields × 10 readings"
+    );
 
     // Devices: declared ones, with health once the processor reports.
     let devices = eventually(10, "a health score for lab-temp-1", || {
@@ -102,21 +115,31 @@ async fn embedded_platform_end_to_end() {
     .await;
     let listed = devices["devices"].as_array().expect("devices");
     assert_eq!(listed.len(), 3, "the three declared devices: {devices}");
-    let one = listed.iter().find(|d| d["device_id"] == "lab-temp-1").expect("lab-temp-1");
+    let one = listed
+        .iter()
+        .find(|d| d["device_id"] == "lab-temp-1")
+        .expect("lab-temp-1");
     assert_eq!(one["device_type"], "temperature_sensor");
     assert_eq!(one["location"], "Lab");
     assert_eq!(one["status"], "online");
     let score = one["health_score"].as_f64().expect("score");
     assert!((0.0..=1.0).contains(&score));
-    let two = listed.iter().find(|d| d["device_id"] == "lab-temp-2").expect("lab-temp-2");
+    let two = listed
+        .iter()
+        .find(|d| d["device_id"] == "lab-temp-2")
+        .expect("lab-temp-2");
     assert_eq!(two["status"], "unknown", "declared, never reported");
     assert_eq!(two["location"], "Lab, bench 2");
 
     // WebSocket: subscribe to lab-temp-2, publish, receive it.
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws?device=lab-temp-2", up.http))
-        .await
-        .expect("WebSocket connects");
-    up.publish("sensors/temperature_sensor/lab-temp-2", &reading("lab-temp-2", base + 1000, 19.5));
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/ws?device=lab-temp-2", up.http))
+            .await
+            .expect("WebSocket connects");
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-2",
+        &reading("lab-temp-2", base + 1000, 19.5),
+    );
     let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
         .await
         .expect("a frame within 10 s")
@@ -129,8 +152,16 @@ async fn embedded_platform_end_to_end() {
 
     // Threshold alert: 35 °C for 2 s fires once; 29.5 holds (hysteresis); 28 resolves.
     // One mosquitto_pub each, so they arrive in order.
-    for (offset, value) in [(20_000, 35.0), (21_000, 35.5), (22_500, 36.0), (23_000, 36.5)] {
-        up.publish("sensors/temperature_sensor/lab-temp-1", &reading("lab-temp-1", base + offset, value));
+    for (offset, value) in [
+        (20_000, 35.0),
+        (21_000, 35.5),
+        (22_500, 36.0),
+        (23_000, 36.5),
+    ] {
+        up.publish(
+            "sensors/temperature_sensor/lab-temp-1",
+            &reading("lab-temp-1", base + offset, value),
+        );
     }
     let fired = eventually(10, "the lab-too-hot alert to fire", || {
         let mut api = up.client();
@@ -144,14 +175,27 @@ async fn embedded_platform_end_to_end() {
     assert_eq!(fired["rule"], "lab-too-hot");
     assert_eq!(fired["severity"], "critical");
     assert_eq!(fired["threshold"], "10-30");
-    assert_eq!(fired["value"], 36.0, "fires on the reading that completes `for`");
+    assert_eq!(
+        fired["value"], 36.0,
+        "fires on the reading that completes `for`"
+    );
     assert_eq!(fired["timestamp"], format_ts(base + 22_500));
     assert_eq!(fired["started_at"], format_ts(base + 20_000));
-    up.publish("sensors/temperature_sensor/lab-temp-1", &reading("lab-temp-1", base + 24_000, 29.5));
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-1",
+        &reading("lab-temp-1", base + 24_000, 29.5),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let alerts = alerts_of(&mut api, "lab-temp-1").await;
-    assert_eq!(alerts.len(), 1, "fired once, not once per reading: {alerts:?}");
-    assert_eq!(alerts[0]["state"], "firing", "29.5 is inside the hysteresis band");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "fired once, not once per reading: {alerts:?}"
+    );
+    assert_eq!(
+        alerts[0]["state"], "firing",
+        "29.5 is inside the hysteresis band"
+    );
     let (_, stats) = get_json(&mut api, "/api/dashboard/stats").await;
     eventually(5, "the dashboard to count the firing alert", || {
         let mut api = up.client();
@@ -162,7 +206,10 @@ async fn embedded_platform_end_to_end() {
     })
     .await;
     assert!(stats["active_devices"].as_u64().is_some(), "{stats}");
-    up.publish("sensors/temperature_sensor/lab-temp-1", &reading("lab-temp-1", base + 25_000, 28.0));
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-1",
+        &reading("lab-temp-1", base + 25_000, 28.0),
+    );
     let resolved = eventually(10, "the alert to resolve", || {
         let mut api = up.client();
         async move {
@@ -171,12 +218,18 @@ async fn embedded_platform_end_to_end() {
         }
     })
     .await;
-    assert_eq!(resolved["id"], fired["id"], "the resolved alert is the same alert");
+    assert_eq!(
+        resolved["id"], fired["id"],
+        "the resolved alert is the same alert"
+    );
     assert_eq!(alerts_of(&mut api, "lab-temp-1").await.len(), 1);
 
     // Acknowledge and clear, by hand, on a second episode.
     for (offset, value) in [(30_000, 40.0), (32_000, 40.0)] {
-        up.publish("sensors/temperature_sensor/lab-temp-1", &reading("lab-temp-1", base + offset, value));
+        up.publish(
+            "sensors/temperature_sensor/lab-temp-1",
+            &reading("lab-temp-1", base + offset, value),
+        );
     }
     let second = eventually(10, "a second firing alert", || {
         let mut api = up.client();
@@ -188,33 +241,74 @@ async fn embedded_platform_end_to_end() {
     .await;
     assert_ne!(second["id"], fired["id"], "a new episode is a new alert");
     let id = second["id"].as_str().expect("id").replace('/', "%2F");
-    let acked = api.post(&format!("/api/alerts/{id}/ack")).await.expect("ack");
+    let acked = api
+        .post(&format!("/api/alerts/{id}/ack"))
+        .await
+        .expect("ack");
     assert_eq!(acked.status, 200);
     assert_eq!(acked.json()["state"], "acknowledged");
-    let cleared = api.post(&format!("/api/alerts/{id}/clear")).await.expect("clear");
+    let cleared = api
+        .post(&format!("/api/alerts/{id}/clear"))
+        .await
+        .expect("clear");
     assert_eq!(cleared.status, 200);
     assert_eq!(cleared.json()["state"], "resolved");
-    let again = api.post(&format!("/api/alerts/{id}/clear")).await.expect("clear again");
+    let again = api
+        .post(&format!("/api/alerts/{id}/clear"))
+        .await
+        .expect("clear again");
     assert_eq!(again.status, 404, "nothing active to clear any more");
     assert_eq!(again.json()["code"], "not_found");
 
     // Malformed and hostile payloads: dead-lettered with a reason, the stream unharmed.
     up.publish("sensors/temperature_sensor/lab-temp-3", "not json at all");
-    up.publish("sensors/temperature_sensor/lab-temp-3", r#"{"device_id":"lab-temp-3","temperature_celsius":NaN}"#);
-    up.publish("sensors/temperature_sensor/lab-temp-3", r#"{"temperature_celsius":21}"#);
-    up.publish("sensors/temperature_sensor/lab-temp-3", r#"{"device_id":"someone-else","temperature_celsius":21}"#);
-    up.publish("sensors/temperature_sensor/lab-temp-3", r#"{"device_id":"lab-temp-3","temperature_celsius":21,"timestamp":"2999-01-01T00:00:00Z"}"#);
-    up.publish("sensors/temperature_sensor/lab-temp-3", &format!(r#"{{"device_id":"lab-temp-3","pad":"{}"}}"#, "x".repeat(20_000)));
-    up.publish("sensors/temperature_sensor/AA:BB:CC:DD:EE:03", &reading("AA:BB:CC:DD:EE:03", base + 1000, 22.0));
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-3",
+        r#"{"device_id":"lab-temp-3","temperature_celsius":NaN}"#,
+    );
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-3",
+        r#"{"temperature_celsius":21}"#,
+    );
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-3",
+        r#"{"device_id":"someone-else","temperature_celsius":21}"#,
+    );
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-3",
+        r#"{"device_id":"lab-temp-3","temperature_celsius":21,"timestamp":"2999-01-01T00:00:00Z"}"#,
+    );
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-3",
+        &format!(
+            r#"{{"device_id":"lab-temp-3","pad":"{}"}}"#,
+            "x".repeat(20_000)
+        ),
+    );
+    up.publish(
+        "sensors/temperature_sensor/AA:BB:CC:DD:EE:03",
+        &reading("AA:BB:CC:DD:EE:03", base + 1000, 22.0),
+    );
     let metrics = eventually(10, "the rejects to be counted", || {
         let mut api = up.client();
         async move {
             let text = String::from_utf8(api.get("/metrics").await.ok()?.body).ok()?;
-            (metric(&text, "sensorfleet_bridge_rejects_total{reason=\"too_large\"}") >= 1.0).then_some(text)
+            (metric(
+                &text,
+                "sensorfleet_bridge_rejects_total{reason=\"too_large\"}",
+            ) >= 1.0)
+                .then_some(text)
         }
     })
     .await;
-    for reason in ["not_json", "non_finite", "missing_device_id", "topic_mismatch", "future_timestamp", "too_large"] {
+    for reason in [
+        "not_json",
+        "non_finite",
+        "missing_device_id",
+        "topic_mismatch",
+        "future_timestamp",
+        "too_large",
+    ] {
         let line = format!("sensorfleet_bridge_rejects_total{{reason=\"{reason}\"}}");
         assert_eq!(metric(&metrics, &line), 1.0, "{reason} counted once");
     }
@@ -227,7 +321,10 @@ async fn embedded_platform_end_to_end() {
     let (status, body) = get_json(&mut api, "/api/device/nope/latest").await;
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     let (status, body) = get_json(&mut api, "/api/device/lab-temp-1/history?hours=abc").await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("bad_parameter")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_parameter"))
+    );
     assert!(body["error"].as_str().unwrap_or_default().contains("hours"));
     let (status, _) = get_json(&mut api, "/api/device/lab-temp-1/history?hours=-1").await;
     assert_eq!(status, 400);
@@ -242,7 +339,12 @@ async fn embedded_platform_end_to_end() {
     assert_eq!(health["status"], "healthy", "{health}");
     assert_eq!(health["devices"]["total"], 3);
     let (_, services) = get_json(&mut api, "/health/services").await;
-    let names: Vec<&str> = services["services"].as_array().expect("services").iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = services["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     for name in ["time_series", "registry", "cache", "mqtt", "processor"] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
@@ -262,10 +364,22 @@ async fn embedded_platform_end_to_end() {
     assert!(up.log_text().contains("SensorFleet stopped cleanly"));
     let up = Up::start(dir.path(), &["--no-simulator", "-f", FLEET]).await;
     let mut api = up.client();
-    let (_, history) = get_json(&mut api, "/api/device/lab-temp-1/history?hours=1&field=temperature_celsius").await;
-    assert_eq!(history["data"].as_array().map(Vec::len), Some(18), "{history}");
+    let (_, history) = get_json(
+        &mut api,
+        "/api/device/lab-temp-1/history?hours=1&field=temperature_celsius",
+    )
+    .await;
+    assert_eq!(
+        history["data"].as_array().map(Vec::len),
+        Some(18),
+        "{history}"
+    );
     let alerts = alerts_of(&mut api, "lab-temp-1").await;
-    assert_eq!(alerts.len(), 2, "both episodes are in the history after a restart");
+    assert_eq!(
+        alerts.len(),
+        2,
+        "both episodes are in the history after a restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,25 +391,51 @@ async fn firing_alert_survives_a_restart_without_refiring() {
     let mut up = Up::start(dir.path(), &["--no-simulator", "-f", FLEET]).await;
     let base = now_ms() - 30_000;
     for (offset, value) in [(0, 33.0), (3_000, 34.0)] {
-        up.publish("sensors/temperature_sensor/lab-temp-2", &reading("lab-temp-2", base + offset, value));
+        up.publish(
+            "sensors/temperature_sensor/lab-temp-2",
+            &reading("lab-temp-2", base + offset, value),
+        );
     }
     let fired = eventually(10, "the alert to fire", || {
         let mut api = up.client();
-        async move { alerts_of(&mut api, "lab-temp-2").await.into_iter().find(|a| a["state"] == "firing") }
+        async move {
+            alerts_of(&mut api, "lab-temp-2")
+                .await
+                .into_iter()
+                .find(|a| a["state"] == "firing")
+        }
     })
     .await;
     assert!(up.stop().success());
 
     let up = Up::start(dir.path(), &["--no-simulator", "-f", FLEET]).await;
-    assert!(up.log_text().contains("restored=1"), "rule state restored: {}", up.log_text());
-    up.publish("sensors/temperature_sensor/lab-temp-2", &reading("lab-temp-2", base + 5_000, 35.0));
-    up.publish("sensors/temperature_sensor/lab-temp-2", &reading("lab-temp-2", base + 6_000, 20.0));
+    assert!(
+        up.log_text().contains("restored=1"),
+        "rule state restored: {}",
+        up.log_text()
+    );
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-2",
+        &reading("lab-temp-2", base + 5_000, 35.0),
+    );
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-2",
+        &reading("lab-temp-2", base + 6_000, 20.0),
+    );
     let resolved = eventually(10, "the restored alert to resolve", || {
         let mut api = up.client();
-        async move { alerts_of(&mut api, "lab-temp-2").await.into_iter().find(|a| a["state"] == "resolved") }
+        async move {
+            alerts_of(&mut api, "lab-temp-2")
+                .await
+                .into_iter()
+                .find(|a| a["state"] == "resolved")
+        }
     })
     .await;
-    assert_eq!(resolved["id"], fired["id"], "the alert from before the restart resolves; nothing refired");
+    assert_eq!(
+        resolved["id"], fired["id"],
+        "the alert from before the restart resolves; nothing refired"
+    );
     let mut api = up.client();
     assert_eq!(alerts_of(&mut api, "lab-temp-2").await.len(), 1);
 }

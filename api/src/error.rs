@@ -78,7 +78,11 @@ impl From<BackendError> for ApiError {
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };
-        let code = if e.is_transient() { "backend_unavailable" } else { "internal" };
+        let code = if e.is_transient() {
+            "backend_unavailable"
+        } else {
+            "internal"
+        };
         Self::new(status, code, format!("{e}; try again shortly"))
     }
 }

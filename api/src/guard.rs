@@ -51,7 +51,9 @@ impl Guard {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED_CLIENTS && !buckets.contains_key(&ip) {
             // Full buckets are the same as forgotten ones: drop those first.
-            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
             if buckets.len() >= MAX_TRACKED_CLIENTS {
                 buckets.clear();
             }
@@ -77,7 +79,9 @@ impl Guard {
                 "this endpoint needs 'Authorization: Bearer <token>' (the --api-token the server was started with)",
             )),
             Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::forbidden("the bearer token is not the one this server accepts")),
+            Some(_) => Err(ApiError::forbidden(
+                "the bearer token is not the one this server accepts",
+            )),
         }
     }
 }
@@ -99,7 +103,10 @@ pub async fn middleware(State(state): State<ApiState>, request: Request, next: N
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let response = if client.is_some_and(|ip| !state.guard.admit(ip, started)) {
-        ApiError::rate_limited("too many requests from this address; slow down and retry in a second").into_response()
+        ApiError::rate_limited(
+            "too many requests from this address; slow down and retry in a second",
+        )
+        .into_response()
     } else if request.method() == Method::POST {
         let authorization = request
             .headers()
@@ -133,7 +140,10 @@ mod tests {
         let admitted = (0..20).filter(|_| guard.admit(ip, t0)).count();
         assert_eq!(admitted, 10, "a burst of twice the rate");
         assert!(!guard.admit(ip, t0));
-        assert!(guard.admit(ip, t0 + Duration::from_millis(250)), "refilled after 1/rate");
+        assert!(
+            guard.admit(ip, t0 + Duration::from_millis(250)),
+            "refilled after 1/rate"
+        );
         let other: IpAddr = "::1".parse().unwrap();
         assert!(guard.admit(other, t0), "buckets are per client");
     }
@@ -145,7 +155,10 @@ mod tests {
             rate_per_second: 0.0,
         });
         assert_eq!(guard.authorize(None).unwrap_err().status(), 401);
-        assert_eq!(guard.authorize(Some("Bearer nope")).unwrap_err().status(), 403);
+        assert_eq!(
+            guard.authorize(Some("Bearer nope")).unwrap_err().status(),
+            403
+        );
         assert!(guard.authorize(Some("Bearer s3cret")).is_ok());
         let open = Guard::new(GuardConfig::default());
         assert!(open.authorize(None).is_ok());

@@ -113,15 +113,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/app.js", get(assets::script))
         .route("/style.css", get(assets::style))
         .fallback(assets::not_found);
-    api.layer(axum::middleware::from_fn_with_state(state.clone(), guard::middleware))
-        .with_state(state)
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        guard::middleware,
+    ))
+    .with_state(state)
 }
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The address is taken or not ours.
-    #[error("cannot listen for HTTP on {addr}: {source}; is another instance running? pass --http-addr with a free port")]
+    #[error(
+        "cannot listen for HTTP on {addr}: {source}; is another instance running? pass --http-addr with a free port"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -141,7 +146,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves until `shutdown` turns true, then finishes the requests in flight.
-pub async fn serve(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
     telemetry::register_all();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)

@@ -46,11 +46,16 @@ fn alert(id: &str, device_id: &str, state: AlertPhase, timestamp: &str) -> Alert
 pub async fn time_series_suite(store: &dyn TimeSeries, run: &str) {
     let device = format!("{run}-ts-1");
     let base = 1_780_000_000_000 / 3_600_000 * 3_600_000; // an hour boundary
-    let batch: Vec<Reading> = (0..10).map(|i| reading(&device, base + i * 60_000, 20.0 + i as f64)).collect();
+    let batch: Vec<Reading> = (0..10)
+        .map(|i| reading(&device, base + i * 60_000, 20.0 + i as f64))
+        .collect();
     store.write(&batch).await.expect("write");
     store.write(&batch[3..6]).await.expect("replayed write");
     assert_eq!(
-        store.count(&device, base, base + 3_600_000).await.expect("count"),
+        store
+            .count(&device, base, base + 3_600_000)
+            .await
+            .expect("count"),
         10,
         "a replayed reading must overwrite itself, not add a row"
     );
@@ -71,7 +76,11 @@ pub async fn time_series_suite(store: &dyn TimeSeries, run: &str) {
 
     query.limit = 3;
     let newest = store.history(&query).await.expect("history with limit");
-    assert_eq!(newest.iter().map(|p| p.value).collect::<Vec<_>>(), [27.0, 28.0, 29.0], "limit keeps the newest");
+    assert_eq!(
+        newest.iter().map(|p| p.value).collect::<Vec<_>>(),
+        [27.0, 28.0, 29.0],
+        "limit keeps the newest"
+    );
 
     query.field = None;
     query.limit = 1000;
@@ -96,7 +105,11 @@ pub async fn time_series_suite(store: &dyn TimeSeries, run: &str) {
         .expect("rollup history");
     assert_eq!(rollups.len(), 1);
     assert_eq!(rollups[0].ts_ms, base);
-    assert!((rollups[0].value - 24.5).abs() < 1e-9, "hourly mean, got {}", rollups[0].value);
+    assert!(
+        (rollups[0].value - 24.5).abs() < 1e-9,
+        "hourly mean, got {}",
+        rollups[0].value
+    );
 }
 
 /// Devices, rules, alert history and rule state round-trip.
@@ -115,15 +128,33 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
         .upsert_devices(&[device(1, "A"), device(2, "B"), device(3, "C")])
         .await
         .expect("upsert");
-    registry.upsert_devices(&[device(2, "B2")]).await.expect("update");
-    let two = registry.device(&format!("{run}-dev-2")).await.expect("device").expect("present");
+    registry
+        .upsert_devices(&[device(2, "B2")])
+        .await
+        .expect("update");
+    let two = registry
+        .device(&format!("{run}-dev-2"))
+        .await
+        .expect("device")
+        .expect("present");
     assert_eq!(two.location.as_deref(), Some("B2"), "upsert updates");
 
     let mut seen = device(1, "elsewhere");
     seen.status = "unregistered".to_owned();
-    registry.insert_missing_devices(&[seen]).await.expect("insert missing");
-    let one = registry.device(&format!("{run}-dev-1")).await.expect("device").expect("present");
-    assert_eq!(one.location.as_deref(), Some("A"), "insert_missing never overwrites");
+    registry
+        .insert_missing_devices(&[seen])
+        .await
+        .expect("insert missing");
+    let one = registry
+        .device(&format!("{run}-dev-1"))
+        .await
+        .expect("device")
+        .expect("present");
+    assert_eq!(
+        one.location.as_deref(),
+        Some("A"),
+        "insert_missing never overwrites"
+    );
 
     let pruned = registry
         .prune_fleet(&fleet, &[format!("{run}-dev-1"), format!("{run}-dev-2")])
@@ -139,7 +170,13 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
         .map(|d| d.device_id)
         .collect();
     assert_eq!(ours, [format!("{run}-dev-1"), format!("{run}-dev-2")]);
-    assert!(registry.device("no-such-device").await.expect("lookup").is_none());
+    assert!(
+        registry
+            .device("no-such-device")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
 
     let rule = |name: &str, max: f64| CompiledRule {
         name: format!("{run}-{name}"),
@@ -155,8 +192,14 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
         for_ms: 30_000,
         severity: Severity::Critical,
     };
-    registry.replace_rules(&[rule("a", 30.0), rule("b", 40.0)]).await.expect("rules");
-    registry.replace_rules(&[rule("b", 45.0)]).await.expect("rules again");
+    registry
+        .replace_rules(&[rule("a", 30.0), rule("b", 40.0)])
+        .await
+        .expect("rules");
+    registry
+        .replace_rules(&[rule("b", 45.0)])
+        .await
+        .expect("rules again");
     let rules: Vec<_> = registry
         .rules()
         .await
@@ -164,31 +207,66 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
         .into_iter()
         .filter(|r| r.name.starts_with(run))
         .collect();
-    assert_eq!(rules, [rule("b", 45.0)], "replace_rules makes the set exactly the given rules");
+    assert_eq!(
+        rules,
+        [rule("b", 45.0)],
+        "replace_rules makes the set exactly the given rules"
+    );
 
     let id = format!("{run}-dev-1/too-hot/1");
     registry
-        .record_alerts(&[alert(&id, &format!("{run}-dev-1"), AlertPhase::Firing, "2026-05-29T10:30:00.000Z")])
+        .record_alerts(&[alert(
+            &id,
+            &format!("{run}-dev-1"),
+            AlertPhase::Firing,
+            "2026-05-29T10:30:00.000Z",
+        )])
         .await
         .expect("alert");
     registry
-        .record_alerts(&[alert(&id, &format!("{run}-dev-1"), AlertPhase::Resolved, "2026-05-29T10:35:00.000Z")])
+        .record_alerts(&[alert(
+            &id,
+            &format!("{run}-dev-1"),
+            AlertPhase::Resolved,
+            "2026-05-29T10:35:00.000Z",
+        )])
         .await
         .expect("alert update");
     let stored = registry.alert(&id).await.expect("alert").expect("present");
-    assert_eq!(stored.state, AlertPhase::Resolved, "an alert id is one row, updated");
-    assert!(registry.alerts(1000).await.expect("alerts").iter().any(|a| a.id == id));
+    assert_eq!(
+        stored.state,
+        AlertPhase::Resolved,
+        "an alert id is one row, updated"
+    );
+    assert!(
+        registry
+            .alerts(1000)
+            .await
+            .expect("alerts")
+            .iter()
+            .any(|a| a.id == id)
+    );
 
     let key = (format!("{run}-dev-1"), "rule:too-hot".to_owned());
     registry
-        .save_rule_state(&[(key.0.clone(), key.1.clone(), Some("{\"firing\":1}".to_owned()))])
+        .save_rule_state(&[(
+            key.0.clone(),
+            key.1.clone(),
+            Some("{\"firing\":1}".to_owned()),
+        )])
         .await
         .expect("save state");
     let states = registry.load_rule_state().await.expect("load state");
     assert!(states.contains(&(key.0.clone(), key.1.clone(), "{\"firing\":1}".to_owned())));
-    registry.save_rule_state(&[(key.0.clone(), key.1.clone(), None)]).await.expect("delete state");
+    registry
+        .save_rule_state(&[(key.0.clone(), key.1.clone(), None)])
+        .await
+        .expect("delete state");
     let states = registry.load_rule_state().await.expect("load state");
-    assert!(!states.iter().any(|(d, s, _)| (d, s) == (&key.0, &key.1)), "None deletes the row");
+    assert!(
+        !states.iter().any(|(d, s, _)| (d, s) == (&key.0, &key.1)),
+        "None deletes the row"
+    );
 }
 
 /// Latest values, metrics with TTL, capped alert list, dashboard, live feed.
@@ -197,12 +275,29 @@ pub async fn cache_suite(cache: &dyn Cache, run: &str) {
     let now = 1_780_000_000_000;
     let mut live = cache.live();
     cache
-        .put_latest(&[reading(&device, now, 21.0), reading(&device, now - 1000, 99.0)])
+        .put_latest(&[
+            reading(&device, now, 21.0),
+            reading(&device, now - 1000, 99.0),
+        ])
         .await
         .expect("put latest");
-    let latest = cache.latest(&device).await.expect("latest").expect("present");
-    assert_eq!(latest.field("temperature_celsius"), Some(21.0), "an older reading never replaces a newer one");
-    assert!(cache.last_seen().await.expect("last seen").contains(&(device.clone(), now)));
+    let latest = cache
+        .latest(&device)
+        .await
+        .expect("latest")
+        .expect("present");
+    assert_eq!(
+        latest.field("temperature_celsius"),
+        Some(21.0),
+        "an older reading never replaces a newer one"
+    );
+    assert!(
+        cache
+            .last_seen()
+            .await
+            .expect("last seen")
+            .contains(&(device.clone(), now))
+    );
     match live.recv().await.expect("live event") {
         LiveEvent::Reading(r) => assert_eq!(r.device_id, device),
         other => panic!("expected a reading, got {other:?}"),
@@ -215,13 +310,39 @@ pub async fn cache_suite(cache: &dyn Cache, run: &str) {
         health_score: 0.9,
         status: "online".to_owned(),
     };
-    cache.put_metrics(std::slice::from_ref(&metrics), now).await.expect("metrics");
-    assert_eq!(cache.metrics(&device, now + 1000).await.expect("metrics"), Some(metrics));
-    assert_eq!(cache.metrics(&device, now + 301_000).await.expect("metrics"), None, "metrics expire after 300 s");
+    cache
+        .put_metrics(std::slice::from_ref(&metrics), now)
+        .await
+        .expect("metrics");
+    assert_eq!(
+        cache.metrics(&device, now + 1000).await.expect("metrics"),
+        Some(metrics)
+    );
+    assert_eq!(
+        cache
+            .metrics(&device, now + 301_000)
+            .await
+            .expect("metrics"),
+        None,
+        "metrics expire after 300 s"
+    );
 
-    let a = alert(&format!("{run}-a1"), &device, AlertPhase::Firing, "2026-05-29T10:30:00.000Z");
-    let b = alert(&format!("{run}-a2"), &device, AlertPhase::Firing, "2026-05-29T10:31:00.000Z");
-    cache.push_alerts(&[a.clone(), b.clone()]).await.expect("alerts");
+    let a = alert(
+        &format!("{run}-a1"),
+        &device,
+        AlertPhase::Firing,
+        "2026-05-29T10:30:00.000Z",
+    );
+    let b = alert(
+        &format!("{run}-a2"),
+        &device,
+        AlertPhase::Firing,
+        "2026-05-29T10:31:00.000Z",
+    );
+    cache
+        .push_alerts(&[a.clone(), b.clone()])
+        .await
+        .expect("alerts");
     let listed = cache.alerts(2).await.expect("alerts");
     assert_eq!(listed[0].id, b.id, "newest first");
     assert_eq!(listed[1].id, a.id);
@@ -232,8 +353,15 @@ pub async fn cache_suite(cache: &dyn Cache, run: &str) {
         average_health_score: 0.8,
     };
     cache.put_dashboard(counters, now).await.expect("dashboard");
-    assert_eq!(cache.dashboard(now + 1000).await.expect("dashboard"), Some(counters));
-    assert_eq!(cache.dashboard(now + 61_000).await.expect("dashboard"), None, "dashboard expires after 60 s");
+    assert_eq!(
+        cache.dashboard(now + 1000).await.expect("dashboard"),
+        Some(counters)
+    );
+    assert_eq!(
+        cache.dashboard(now + 61_000).await.expect("dashboard"),
+        None,
+        "dashboard expires after 60 s"
+    );
 }
 
 #[cfg(test)]
@@ -258,7 +386,10 @@ mod tests {
     async fn sqlite_file_keeps_history_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path()).await.expect("open");
-        store.write(&[reading("d", 1_780_000_000_000, 1.0)]).await.expect("write");
+        store
+            .write(&[reading("d", 1_780_000_000_000, 1.0)])
+            .await
+            .expect("write");
         drop(store);
         let store = SqliteStore::open(dir.path()).await.expect("reopen");
         assert_eq!(store.total_readings().await.expect("count"), 1);

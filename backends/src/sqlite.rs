@@ -15,9 +15,9 @@ use sensorfleet_model::{Alert, Reading, Severity};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
+use crate::BackendError;
 use crate::registry::{DeviceRecord, Registry};
 use crate::timeseries::{HistoryQuery, Point, TimeSeries};
-use crate::BackendError;
 
 const BACKEND: &str = "sqlite";
 /// Rows per INSERT statement: 5 parameters each, far under SQLite's parameter limit.
@@ -63,7 +63,10 @@ impl SqliteStore {
         Self::connect(options, 1).await
     }
 
-    async fn connect(options: SqliteConnectOptions, connections: u32) -> Result<Self, BackendError> {
+    async fn connect(
+        options: SqliteConnectOptions,
+        connections: u32,
+    ) -> Result<Self, BackendError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(connections)
             .connect_with(options)
@@ -100,8 +103,9 @@ impl SqliteStore {
 }
 
 fn insert_readings(rows: &[Reading]) -> QueryBuilder<Sqlite> {
-    let mut insert: QueryBuilder<Sqlite> =
-        QueryBuilder::new("INSERT OR REPLACE INTO readings (device_id, ts, device_type, location, fields) ");
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT OR REPLACE INTO readings (device_id, ts, device_type, location, fields) ",
+    );
     insert.push_values(rows, |mut row, r| {
         let fields = serde_json::to_string(&r.fields).unwrap_or_else(|_| "{}".into());
         row.push_bind(&r.device_id)
@@ -125,7 +129,11 @@ impl TimeSeries for SqliteStore {
         // batch size costs more than the insert itself.
         let mut chunks = readings.chunks_exact(ROWS_PER_STATEMENT);
         for chunk in chunks.by_ref() {
-            insert_readings(chunk).build().execute(&mut *tx).await.map_err(unavailable)?;
+            insert_readings(chunk)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         for reading in chunks.remainder() {
             insert_readings(std::slice::from_ref(reading))
@@ -189,14 +197,21 @@ impl TimeSeries for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn count(&self, device_id: &str, since_ms: i64, until_ms: i64) -> Result<u64, BackendError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE device_id = ? AND ts >= ? AND ts < ?")
-            .bind(device_id)
-            .bind(since_ms)
-            .bind(until_ms)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    async fn count(
+        &self,
+        device_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, BackendError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM readings WHERE device_id = ? AND ts >= ? AND ts < ?",
+        )
+        .bind(device_id)
+        .bind(since_ms)
+        .bind(until_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(n as u64)
     }
 
@@ -236,7 +251,8 @@ impl Registry for SqliteStore {
     async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), BackendError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for chunk in devices.chunks(ROWS_PER_STATEMENT / 2) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(format!("INSERT INTO devices ({DEVICE_COLUMNS}) "));
+            let mut insert: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO devices ({DEVICE_COLUMNS}) "));
             insert.push_values(chunk, |mut row, d| {
                 row.push_bind(&d.device_id)
                     .push_bind(&d.device_type)
@@ -251,7 +267,11 @@ impl Registry for SqliteStore {
                   location = excluded.location, status = excluded.status, fleet = excluded.fleet,
                   publish_interval_ms = excluded.publish_interval_ms, offline_after_ms = excluded.offline_after_ms",
             );
-            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }
@@ -270,7 +290,11 @@ impl Registry for SqliteStore {
                     .push_bind(d.publish_interval_ms)
                     .push_bind(d.offline_after_ms);
             });
-            insert.build().execute(&mut *tx).await.map_err(unavailable)?;
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }
@@ -389,11 +413,12 @@ impl Registry for SqliteStore {
     }
 
     async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, BackendError> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT body FROM alerts ORDER BY updated_ms DESC, id LIMIT ?")
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM alerts ORDER BY updated_ms DESC, id LIMIT ?")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
         rows.iter().map(|body| alert_from_body(body)).collect()
     }
 
@@ -406,14 +431,19 @@ impl Registry for SqliteStore {
         body.as_deref().map(alert_from_body).transpose()
     }
 
-    async fn save_rule_state(&self, rows: &[(String, String, Option<String>)]) -> Result<(), BackendError> {
+    async fn save_rule_state(
+        &self,
+        rows: &[(String, String, Option<String>)],
+    ) -> Result<(), BackendError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for (device_id, source, state) in rows {
             let query = match state {
-                Some(state) => sqlx::query("INSERT OR REPLACE INTO rule_state (device_id, source, state) VALUES (?, ?, ?)")
-                    .bind(device_id)
-                    .bind(source)
-                    .bind(state),
+                Some(state) => sqlx::query(
+                    "INSERT OR REPLACE INTO rule_state (device_id, source, state) VALUES (?, ?, ?)",
+                )
+                .bind(device_id)
+                .bind(source)
+                .bind(state),
                 None => sqlx::query("DELETE FROM rule_state WHERE device_id = ? AND source = ?")
                     .bind(device_id)
                     .bind(source),

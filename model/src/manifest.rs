@@ -323,14 +323,14 @@ impl ManifestSet {
             if rule_names.insert(rule.name.as_str(), ()).is_some() {
                 return Err(err(object, "metadata.name", "declared twice".into()));
             }
-            if let Some(fleet) = &rule.spec.fleet {
-                if !fleet_names.contains_key(fleet.as_str()) {
-                    return Err(err(
-                        object,
-                        "spec.fleet",
-                        format!("no SensorFleet named {fleet:?}"),
-                    ));
-                }
+            if let Some(fleet) = &rule.spec.fleet
+                && !fleet_names.contains_key(fleet.as_str())
+            {
+                return Err(err(
+                    object,
+                    "spec.fleet",
+                    format!("no SensorFleet named {fleet:?}"),
+                ));
             }
         }
         let mut owners: HashMap<String, &str> = HashMap::new();
@@ -481,13 +481,13 @@ pub fn compile_rule(name: &str, spec: &AlertRuleSpec) -> Result<CompiledRule, Fi
             "give spec.deviceType and/or spec.fleet to say which devices",
         ));
     }
-    if let Some(t) = &spec.device_type {
-        if !is_valid_device_type(t) {
-            return Err(problem(
-                "spec.deviceType",
-                format!("{t:?} must be 1-64 of [A-Za-z0-9_]"),
-            ));
-        }
+    if let Some(t) = &spec.device_type
+        && !is_valid_device_type(t)
+    {
+        return Err(problem(
+            "spec.deviceType",
+            format!("{t:?} must be 1-64 of [A-Za-z0-9_]"),
+        ));
     }
     if !is_valid_name(&spec.metric, 64) {
         return Err(problem(
@@ -511,13 +511,13 @@ pub fn compile_rule(name: &str, spec: &AlertRuleSpec) -> Result<CompiledRule, Fi
     if spec.min.is_none() && spec.max.is_none() {
         return Err(problem("spec", "give spec.min and/or spec.max"));
     }
-    if let (Some(min), Some(max)) = (spec.min, spec.max) {
-        if min > max {
-            return Err(problem(
-                "spec.min",
-                format!("{min} is above spec.max {max}"),
-            ));
-        }
+    if let (Some(min), Some(max)) = (spec.min, spec.max)
+        && min > max
+    {
+        return Err(problem(
+            "spec.min",
+            format!("{min} is above spec.max {max}"),
+        ));
     }
     match (spec.min, spec.clear_min) {
         (None, Some(_)) => return Err(problem("spec.clearMin", "needs spec.min")),
@@ -539,13 +539,13 @@ pub fn compile_rule(name: &str, spec: &AlertRuleSpec) -> Result<CompiledRule, Fi
         }
         _ => {}
     }
-    if let (Some(lo), Some(hi)) = (spec.clear_min.or(spec.min), spec.clear_max.or(spec.max)) {
-        if lo > hi {
-            return Err(problem(
-                "spec.clearMin",
-                format!("the clear band [{lo}, {hi}] is empty"),
-            ));
-        }
+    if let (Some(lo), Some(hi)) = (spec.clear_min.or(spec.min), spec.clear_max.or(spec.max))
+        && lo > hi
+    {
+        return Err(problem(
+            "spec.clearMin",
+            format!("the clear band [{lo}, {hi}] is empty"),
+        ));
     }
     let for_ms = match &spec.for_duration {
         None => 0,

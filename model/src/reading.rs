@@ -268,15 +268,13 @@ pub fn parse_payload(
             format!("payload device_id {device_id:?} differs from the topic's {topic_id:?}"),
         ));
     }
-    if let Some(device_type) = object.get("device_type") {
-        if device_type.as_str() != Some(topic_type) {
-            return Err(reject(
-                RejectReason::TopicMismatch,
-                format!(
-                    "payload device_type {device_type} differs from the topic's {topic_type:?}"
-                ),
-            ));
-        }
+    if let Some(device_type) = object.get("device_type")
+        && device_type.as_str() != Some(topic_type)
+    {
+        return Err(reject(
+            RejectReason::TopicMismatch,
+            format!("payload device_type {device_type} differs from the topic's {topic_type:?}"),
+        ));
     }
     let location = match object.get("location") {
         None | Some(Value::Null) => None,

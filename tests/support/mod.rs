@@ -22,7 +22,8 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     if found {
         return true;
     }
-    let message = format!("{tool} is not installed (Debian package {package}; `make deps` installs it)");
+    let message =
+        format!("{tool} is not installed (Debian package {package}; `make deps` installs it)");
     if std::env::var_os("CI").is_some() {
         panic!("{message}");
     }
@@ -79,12 +80,16 @@ impl Up {
         let mut client = HttpClient::new(http);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(response) = client.get("/health/system").await {
-                if response.status == 200 {
-                    break;
-                }
+            if let Ok(response) = client.get("/health/system").await
+                && response.status == 200
+            {
+                break;
             }
-            assert!(Instant::now() < deadline, "up did not become healthy in 30 s; log:\n{}", up.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "up did not become healthy in 30 s; log:\n{}",
+                up.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         up
@@ -103,7 +108,14 @@ impl Up {
     /// Publishes one message at QoS 1 with `mosquitto_pub`.
     pub fn publish(&self, topic: &str, payload: &str) {
         let status = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.mqtt.port().to_string(), "-q", "1"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.mqtt.port().to_string(),
+                "-q",
+                "1",
+            ])
             .args(["-t", topic, "-m", payload])
             .status()
             .expect("run mosquitto_pub");
@@ -114,7 +126,15 @@ impl Up {
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
         use std::io::Write;
         let mut child = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &self.mqtt.port().to_string(), "-q", "1", "-l"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.mqtt.port().to_string(),
+                "-q",
+                "1",
+                "-l",
+            ])
             .args(["-t", topic])
             .stdin(Stdio::piped())
             .spawn()
@@ -130,7 +150,9 @@ impl Up {
     /// Stops the process with SIGINT (a clean shutdown) and waits for it.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -165,7 +187,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {seconds} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

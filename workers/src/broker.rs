@@ -11,7 +11,9 @@ use tracing::{error, info};
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The listen address is taken or not ours.
-    #[error("cannot listen for MQTT on {addr}: {source}; is another broker running? pass --mqtt-addr with a free port, or --mqtt-url to use an external broker")]
+    #[error(
+        "cannot listen for MQTT on {addr}: {source}; is another broker running? pass --mqtt-addr with a free port, or --mqtt-url to use an external broker"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,

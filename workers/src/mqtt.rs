@@ -53,10 +53,15 @@ impl MqttEndpoint {
         };
         let (host, port) = match address.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || address.starts_with('[') => {
-                let port = port
-                    .parse()
-                    .map_err(|_| format!("{url:?}: port {port:?} is not a number from 1 to 65535"))?;
-                (host.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+                let port = port.parse().map_err(|_| {
+                    format!("{url:?}: port {port:?} is not a number from 1 to 65535")
+                })?;
+                (
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    port,
+                )
             }
             _ => (address.to_owned(), 1883),
         };

@@ -37,12 +37,14 @@ where
                 return Ok(value);
             }
             Err(e) => {
-                telemetry::SINK_ERRORS.with_label_values(&[component, sink]).inc();
+                telemetry::SINK_ERRORS
+                    .with_label_values(&[component, sink])
+                    .inc();
                 if !e.is_transient() || *shutdown.borrow() {
                     return Err(e);
                 }
                 failures += 1;
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     warn!(component, sink, failures, error = %e, "backend write failed; holding and retrying");
                 }
                 tokio::select! {

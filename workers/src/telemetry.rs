@@ -6,44 +6,59 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, register_histogram,
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge,
 };
 
 fn counter(name: &str, help: &str) -> IntCounter {
-    register_int_counter!(name, help).unwrap_or_else(|_| IntCounter::new(name, help).expect("valid metric"))
+    register_int_counter!(name, help)
+        .unwrap_or_else(|_| IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register_int_counter_vec!(name, help, labels)
-        .unwrap_or_else(|_| IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    register_int_counter_vec!(name, help, labels).unwrap_or_else(|_| {
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+    })
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
-    register_int_gauge!(name, help).unwrap_or_else(|_| IntGauge::new(name, help).expect("valid metric"))
+    register_int_gauge!(name, help)
+        .unwrap_or_else(|_| IntGauge::new(name, help).expect("valid metric"))
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    register_histogram!(name, help, buckets.clone())
-        .unwrap_or_else(|_| Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric"))
+    register_histogram!(name, help, buckets.clone()).unwrap_or_else(|_| {
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric")
+    })
 }
 
 fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
     register_histogram_vec!(name, help, labels, buckets.clone()).unwrap_or_else(|_| {
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric")
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .expect("valid metric")
     })
 }
 
 fn latency_buckets() -> Vec<f64> {
-    vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ]
 }
 
 /// MQTT messages the bridge received.
-pub static BRIDGE_RECEIVED: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("sensorfleet_bridge_messages_received_total", "MQTT messages received by the bridge"));
+pub static BRIDGE_RECEIVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sensorfleet_bridge_messages_received_total",
+        "MQTT messages received by the bridge",
+    )
+});
 /// Readings the bridge accepted and delivered.
 pub static BRIDGE_ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("sensorfleet_bridge_readings_accepted_total", "Readings validated and delivered to the log and stores")
+    counter(
+        "sensorfleet_bridge_readings_accepted_total",
+        "Readings validated and delivered to the log and stores",
+    )
 });
 /// Rejected messages by reason.
 pub static BRIDGE_REJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -70,8 +85,12 @@ pub static SINK_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 /// Readings the processor consumed.
-pub static PROCESSOR_READINGS: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("sensorfleet_processor_readings_total", "Readings processed by the stream processor"));
+pub static PROCESSOR_READINGS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sensorfleet_processor_readings_total",
+        "Readings processed by the stream processor",
+    )
+});
 /// Alert transitions.
 pub static PROCESSOR_ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -81,11 +100,18 @@ pub static PROCESSOR_ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 /// Devices with processor state.
-pub static PROCESSOR_DEVICES: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("sensorfleet_processor_devices", "Devices the processor keeps state for"));
+pub static PROCESSOR_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "sensorfleet_processor_devices",
+        "Devices the processor keeps state for",
+    )
+});
 /// Bytes of processor state.
 pub static PROCESSOR_STATE_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge("sensorfleet_processor_state_bytes", "Approximate bytes of per-device processor state")
+    gauge(
+        "sensorfleet_processor_state_bytes",
+        "Approximate bytes of per-device processor state",
+    )
 });
 /// Lag between a reading's time and its processing.
 pub static PROCESSOR_LAG_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
@@ -106,11 +132,18 @@ pub static PROCESSOR_BATCH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 /// Malformed records found in the event log.
 pub static PROCESSOR_MALFORMED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("sensorfleet_processor_malformed_total", "Event-log records that did not parse (dead-lettered)")
+    counter(
+        "sensorfleet_processor_malformed_total",
+        "Event-log records that did not parse (dead-lettered)",
+    )
 });
 /// 1 while the bridge is connected to its MQTT broker.
-pub static BRIDGE_CONNECTED: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("sensorfleet_bridge_connected", "1 while the bridge is connected to the MQTT broker"));
+pub static BRIDGE_CONNECTED: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "sensorfleet_bridge_connected",
+        "1 while the bridge is connected to the MQTT broker",
+    )
+});
 /// When the processor last ran its periodic checks (unix seconds).
 pub static PROCESSOR_LAST_TICK: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
@@ -119,8 +152,12 @@ pub static PROCESSOR_LAST_TICK: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 /// Readings the simulator published.
-pub static SIMULATOR_PUBLISHED: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("sensorfleet_simulator_published_total", "Readings published by the simulator"));
+pub static SIMULATOR_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sensorfleet_simulator_published_total",
+        "Readings published by the simulator",
+    )
+});
 
 /// Registers every worker metric now, so `/metrics` lists them (at 0) before first use.
 pub fn register_all() {

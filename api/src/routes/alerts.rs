@@ -25,12 +25,19 @@ pub struct AlertList {
         ("device_id" = Option<String>, Query, description = "Only this device's alerts"),
     ),
     responses((status = 200, body = AlertList), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn list(State(state): State<ApiState>, Query(params): Query<Params>) -> Result<Json<AlertList>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(params): Query<Params>,
+) -> Result<Json<AlertList>, ApiError> {
     let limit = params.usize_in("limit", 100, 1, 1000)?;
     let wanted = params.one_of("state", &["firing", "acknowledged", "resolved", "active"])?;
     let device = params.get("device_id");
     // The registry keeps the history; a filter may need more than `limit` rows of it.
-    let fetch = if wanted.is_some() || device.is_some() { 10_000 } else { limit };
+    let fetch = if wanted.is_some() || device.is_some() {
+        10_000
+    } else {
+        limit
+    };
     let alerts = state
         .registry
         .alerts(fetch)
@@ -52,7 +59,10 @@ pub async fn list(State(state): State<ApiState>, Query(params): Query<Params>) -
     params(("id" = String, Path, description = "Alert id (URL-encoded)")),
     responses((status = 200, body = Object), (status = 401, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn acknowledge(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Alert>, ApiError> {
+pub async fn acknowledge(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Alert>, ApiError> {
     let control = control(&state)?;
     answer(control.acknowledge(&id).await, &id)
 }
@@ -62,14 +72,19 @@ pub async fn acknowledge(State(state): State<ApiState>, Path(id): Path<String>) 
     params(("id" = String, Path, description = "Alert id (URL-encoded)")),
     responses((status = 200, body = Object), (status = 401, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn clear(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Alert>, ApiError> {
+pub async fn clear(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Alert>, ApiError> {
     let control = control(&state)?;
     answer(control.clear(&id).await, &id)
 }
 
 fn control(state: &ApiState) -> Result<std::sync::Arc<dyn crate::AlertControl>, ApiError> {
     state.control.clone().ok_or_else(|| {
-        ApiError::unavailable("this API process runs no processor; send the request to one that does")
+        ApiError::unavailable(
+            "this API process runs no processor; send the request to one that does",
+        )
     })
 }
 

@@ -16,7 +16,10 @@ pub async fn index() -> impl IntoResponse {
 
 /// `GET /app.js`.
 pub async fn script() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
 }
 
 /// `GET /style.css`.

@@ -97,7 +97,10 @@ const MAX_LIMIT: usize = 100_000;
         ("limit" = Option<usize>, Query, description = "At most this many (default 10000, max 100000)"),
     ),
     responses((status = 200, body = DeviceList), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn list(State(state): State<ApiState>, Query(params): Query<Params>) -> Result<Json<DeviceList>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(params): Query<Params>,
+) -> Result<Json<DeviceList>, ApiError> {
     let limit = params.usize_in("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let type_filter = params.get("device_type");
     let status_filter = params.one_of("status", &["online", "offline", "unknown"])?;
@@ -134,7 +137,12 @@ pub async fn list(State(state): State<ApiState>, Query(params): Query<Params>) -
     Ok(Json(DeviceList { devices }))
 }
 
-fn status_of(last_seen: Option<i64>, processor_says: Option<&str>, now: i64, offline_after_ms: i64) -> String {
+fn status_of(
+    last_seen: Option<i64>,
+    processor_says: Option<&str>,
+    now: i64,
+    offline_after_ms: i64,
+) -> String {
     match (last_seen, processor_says) {
         (_, Some(status)) => status.to_owned(),
         (Some(seen), None) if now - seen <= offline_after_ms => "online".to_owned(),
@@ -158,7 +166,10 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
     params(("id" = String, Path, description = "Device id")),
     responses((status = 200, body = Latest), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
-pub async fn latest(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<Latest>, ApiError> {
+pub async fn latest(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Latest>, ApiError> {
     checked_id(&id)?;
     let Some(reading) = state.cache.latest(&id).await? else {
         let known = state.registry.device(&id).await?.is_some();
@@ -206,7 +217,9 @@ pub async fn history(
         .one_of("resolution", &["raw", "hourly"])?
         .unwrap_or(if hours > RAW_HOURS { "hourly" } else { "raw" });
     if state.cache.latest(&id).await?.is_none() && state.registry.device(&id).await?.is_none() {
-        return Err(ApiError::not_found(format!("no device {id:?}; GET /api/devices lists them")));
+        return Err(ApiError::not_found(format!(
+            "no device {id:?}; GET /api/devices lists them"
+        )));
     }
     let now = now_ms();
     let points = state

@@ -105,7 +105,11 @@ async fn probe<T, E: std::fmt::Display>(
 pub async fn overall(state: &ApiState) -> (SystemStatus, Vec<ServiceHealth>) {
     let now = now_ms();
     let (series, registry, cache) = tokio::join!(
-        probe("time_series", state.series.name(), state.series.count("", 0, 1)),
+        probe(
+            "time_series",
+            state.series.name(),
+            state.series.count("", 0, 1)
+        ),
         probe("registry", state.registry.name(), state.registry.alert("")),
         probe("cache", state.cache.name(), state.cache.dashboard(now)),
     );
@@ -182,7 +186,9 @@ pub async fn devices(State(state): State<ApiState>) -> Result<Json<DevicesHealth
 /// Overall health: services, devices, version and uptime; 503 when unhealthy.
 #[utoipa::path(get, path = "/health/system", tag = "health",
     responses((status = 200, body = SystemHealth), (status = 503, body = SystemHealth)))]
-pub async fn system(State(state): State<ApiState>) -> Result<(StatusCode, Json<SystemHealth>), ApiError> {
+pub async fn system(
+    State(state): State<ApiState>,
+) -> Result<(StatusCode, Json<SystemHealth>), ApiError> {
     let (status, services) = overall(&state).await;
     let devices = device_health(&state).await?;
     Ok((
@@ -209,7 +215,11 @@ pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_jso
     let (status, _) = overall(&state).await;
     let ready = status != SystemStatus::Unhealthy;
     (
-        if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         Json(serde_json::json!({"ready": ready})),
     )
 }

@@ -23,16 +23,23 @@ const MAX_CLIENTS: i64 = 1000;
     params(("device" = Option<String>, Query, description = "Only this device's readings and alerts")),
     responses((status = 101, description = "Switching to the WebSocket feed"),
               (status = 400, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
-pub async fn upgrade(State(state): State<ApiState>, Query(params): Query<Params>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<ApiState>,
+    Query(params): Query<Params>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let device = params.get("device").map(str::to_owned);
-    if let Some(id) = &device {
-        if !is_valid_device_id(id) {
-            return ApiError::bad_parameter(format!("device {id:?} is not a valid device id")).into_response();
-        }
+    if let Some(id) = &device
+        && !is_valid_device_id(id)
+    {
+        return ApiError::bad_parameter(format!("device {id:?} is not a valid device id"))
+            .into_response();
     }
     if telemetry::WS_CLIENTS.get() >= MAX_CLIENTS {
-        return ApiError::rate_limited(format!("{MAX_CLIENTS} live clients are connected; try again later"))
-            .into_response();
+        return ApiError::rate_limited(format!(
+            "{MAX_CLIENTS} live clients are connected; try again later"
+        ))
+        .into_response();
     }
     ws.on_upgrade(move |socket| feed(socket, state, device))
 }

@@ -12,5 +12,8 @@ pub async fn serve() -> impl IntoResponse {
     if let Err(e) = encoder.encode(&prometheus::gather(), &mut buffer) {
         tracing::warn!(error = %e, "encoding metrics failed");
     }
-    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer)
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+        buffer,
+    )
 }

@@ -28,7 +28,9 @@ impl Params {
 
     /// A number in `(above, max]`, or `default` when absent.
     pub fn f64_in(&self, name: &str, default: f64, above: f64, max: f64) -> Result<f64, ApiError> {
-        let Some(text) = self.get(name) else { return Ok(default) };
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
         match text.trim().parse::<f64>() {
             Ok(v) if v.is_finite() && v > above && v <= max => Ok(v),
             _ => Err(ApiError::bad_parameter(format!(
@@ -38,8 +40,16 @@ impl Params {
     }
 
     /// A whole number in `[min, max]`, or `default` when absent.
-    pub fn usize_in(&self, name: &str, default: usize, min: usize, max: usize) -> Result<usize, ApiError> {
-        let Some(text) = self.get(name) else { return Ok(default) };
+    pub fn usize_in(
+        &self,
+        name: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ApiError> {
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
         match text.trim().parse::<usize>() {
             Ok(v) if (min..=max).contains(&v) => Ok(v),
             _ => Err(ApiError::bad_parameter(format!(
@@ -49,13 +59,24 @@ impl Params {
     }
 
     /// One of `allowed`, or `None` when absent.
-    pub fn one_of(&self, name: &str, allowed: &[&'static str]) -> Result<Option<&'static str>, ApiError> {
-        let Some(text) = self.get(name) else { return Ok(None) };
+    pub fn one_of(
+        &self,
+        name: &str,
+        allowed: &[&'static str],
+    ) -> Result<Option<&'static str>, ApiError> {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
         allowed
             .iter()
             .find(|a| **a == text)
             .map(|a| Some(*a))
-            .ok_or_else(|| ApiError::bad_parameter(format!("{name} must be one of {}, got {text:?}", allowed.join(", "))))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(format!(
+                    "{name} must be one of {}, got {text:?}",
+                    allowed.join(", ")
+                ))
+            })
     }
 }
 
@@ -71,7 +92,12 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Params {
-        Params(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -81,10 +107,23 @@ mod tests {
         assert_eq!(e.status(), 400);
         assert_eq!(p.f64_in("ok", 24.0, 0.0, 100.0).unwrap(), 2.5);
         assert_eq!(p.f64_in("absent", 24.0, 0.0, 100.0).unwrap(), 24.0);
-        assert!(params(&[("hours", "0")]).f64_in("hours", 1.0, 0.0, 10.0).is_err());
-        assert!(params(&[("hours", "NaN")]).f64_in("hours", 1.0, 0.0, 10.0).is_err());
+        assert!(
+            params(&[("hours", "0")])
+                .f64_in("hours", 1.0, 0.0, 10.0)
+                .is_err()
+        );
+        assert!(
+            params(&[("hours", "NaN")])
+                .f64_in("hours", 1.0, 0.0, 10.0)
+                .is_err()
+        );
         assert!(p.usize_in("limit", 5, 1, 10).is_err());
-        assert_eq!(params(&[("s", "raw")]).one_of("s", &["raw", "hourly"]).unwrap(), Some("raw"));
+        assert_eq!(
+            params(&[("s", "raw")])
+                .one_of("s", &["raw", "hourly"])
+                .unwrap(),
+            Some("raw")
+        );
         assert!(params(&[("s", "x")]).one_of("s", &["raw"]).is_err());
     }
 }

@@ -9,8 +9,8 @@ use sensorfleet_model::{Alert, Reading};
 use tokio::sync::broadcast;
 
 use super::{
-    ALERT_LIST_CAP, Cache, DASHBOARD_TTL_MS, DEVICE_METRICS_TTL_MS, DashboardCounters, DeviceMetrics,
-    LiveEvent,
+    ALERT_LIST_CAP, Cache, DASHBOARD_TTL_MS, DEVICE_METRICS_TTL_MS, DashboardCounters,
+    DeviceMetrics, LiveEvent,
 };
 use crate::BackendError;
 
@@ -43,7 +43,8 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
@@ -75,10 +76,17 @@ impl Cache for MemoryCache {
             .collect())
     }
 
-    async fn put_metrics(&self, metrics: &[DeviceMetrics], now_ms: i64) -> Result<(), BackendError> {
+    async fn put_metrics(
+        &self,
+        metrics: &[DeviceMetrics],
+        now_ms: i64,
+    ) -> Result<(), BackendError> {
         let mut stored = write(&self.metrics);
         for m in metrics {
-            stored.insert(m.device_id.clone(), (m.clone(), now_ms + DEVICE_METRICS_TTL_MS));
+            stored.insert(
+                m.device_id.clone(),
+                (m.clone(), now_ms + DEVICE_METRICS_TTL_MS),
+            );
         }
         // Expired entries would otherwise stay forever for devices that went away.
         if stored.len() > 1024 && now_ms % 64 == 0 {
@@ -87,7 +95,11 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
-    async fn metrics(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceMetrics>, BackendError> {
+    async fn metrics(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DeviceMetrics>, BackendError> {
         Ok(read(&self.metrics)
             .get(device_id)
             .filter(|(_, expires)| *expires > now_ms)
@@ -118,7 +130,11 @@ impl Cache for MemoryCache {
         Ok(read(&self.alerts).iter().take(limit).cloned().collect())
     }
 
-    async fn put_dashboard(&self, counters: DashboardCounters, now_ms: i64) -> Result<(), BackendError> {
+    async fn put_dashboard(
+        &self,
+        counters: DashboardCounters,
+        now_ms: i64,
+    ) -> Result<(), BackendError> {
         *write(&self.dashboard) = Some((counters, now_ms + DASHBOARD_TTL_MS));
         Ok(())
     }

@@ -68,10 +68,15 @@ pub trait Cache: Send + Sync {
     async fn last_seen(&self) -> Result<Vec<(String, i64)>, BackendError>;
 
     /// Stores device metrics with the metrics TTL.
-    async fn put_metrics(&self, metrics: &[DeviceMetrics], now_ms: i64) -> Result<(), BackendError>;
+    async fn put_metrics(&self, metrics: &[DeviceMetrics], now_ms: i64)
+    -> Result<(), BackendError>;
 
     /// Metrics of one device, unless expired.
-    async fn metrics(&self, device_id: &str, now_ms: i64) -> Result<Option<DeviceMetrics>, BackendError>;
+    async fn metrics(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DeviceMetrics>, BackendError>;
 
     /// Metrics of every device, unless expired.
     async fn all_metrics(&self, now_ms: i64) -> Result<Vec<DeviceMetrics>, BackendError>;
@@ -83,7 +88,11 @@ pub trait Cache: Send + Sync {
     async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, BackendError>;
 
     /// Stores the dashboard counters with the dashboard TTL.
-    async fn put_dashboard(&self, counters: DashboardCounters, now_ms: i64) -> Result<(), BackendError>;
+    async fn put_dashboard(
+        &self,
+        counters: DashboardCounters,
+        now_ms: i64,
+    ) -> Result<(), BackendError>;
 
     /// The dashboard counters, unless expired.
     async fn dashboard(&self, now_ms: i64) -> Result<Option<DashboardCounters>, BackendError>;

@@ -97,7 +97,9 @@ impl MemoryLog {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep serving it.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[async_trait]
@@ -134,7 +136,11 @@ impl EventLog for MemoryLog {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: Topic, _group: &str) -> Result<Box<dyn LogConsumer>, BackendError> {
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        _group: &str,
+    ) -> Result<Box<dyn LogConsumer>, BackendError> {
         if topic != Topic::Readings {
             return Err(BackendError::Rejected {
                 backend: BACKEND,
@@ -183,7 +189,11 @@ impl LogConsumer for MemoryConsumer {
         }
         // notify_one stores a permit when nobody waits, so a record appended between
         // take() and here still wakes us.
-        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), self.queue.readable.notified()).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(wait_ms),
+            self.queue.readable.notified(),
+        )
+        .await;
         Ok(self.take(max))
     }
 
@@ -216,7 +226,9 @@ mod tests {
     async fn delivers_in_order_and_applies_back_pressure_until_commit() {
         let log = Arc::new(MemoryLog::new(3));
         let mut consumer = log.subscribe(Topic::Readings, "g").await.unwrap();
-        log.append(Topic::Readings, vec![record("a"), record("b"), record("c")]).await.unwrap();
+        log.append(Topic::Readings, vec![record("a"), record("b"), record("c")])
+            .await
+            .unwrap();
         assert_eq!(log.backlog(), 3);
 
         let writer = {
@@ -228,7 +240,10 @@ mod tests {
         assert_eq!(keys, ["a", "b", "c"]);
         assert_eq!(batch[2].offset, 2);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!writer.is_finished(), "a full log must hold the writer until commit");
+        assert!(
+            !writer.is_finished(),
+            "a full log must hold the writer until commit"
+        );
 
         consumer.commit().await.unwrap();
         writer.await.unwrap().unwrap();
@@ -243,14 +258,26 @@ mod tests {
         let log = MemoryLog::new(3);
         let mut consumer = log.subscribe(Topic::Readings, "g").await.unwrap();
         assert!(consumer.poll(10, 20).await.unwrap().is_empty());
-        assert!(log.subscribe(Topic::Readings, "g").await.is_err(), "one consumer only");
+        assert!(
+            log.subscribe(Topic::Readings, "g").await.is_err(),
+            "one consumer only"
+        );
     }
 
     #[tokio::test]
     async fn dead_letters_keep_the_newest() {
         let log = MemoryLog::new(2);
-        log.append(Topic::DeadLetter, vec![record("a"), record("b"), record("c")]).await.unwrap();
-        let kept: Vec<_> = log.recent(Topic::DeadLetter, 10).into_iter().map(|r| r.key).collect();
+        log.append(
+            Topic::DeadLetter,
+            vec![record("a"), record("b"), record("c")],
+        )
+        .await
+        .unwrap();
+        let kept: Vec<_> = log
+            .recent(Topic::DeadLetter, 10)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
         assert_eq!(kept, ["b", "c"]);
         assert_eq!(log.recent(Topic::DeadLetter, 1)[0].key, "c");
     }

@@ -64,7 +64,11 @@ pub trait EventLog: Send + Sync {
     async fn append(&self, topic: Topic, records: Vec<Record>) -> Result<(), BackendError>;
 
     /// Joins `group` as a consumer of `topic`.
-    async fn subscribe(&self, topic: Topic, group: &str) -> Result<Box<dyn LogConsumer>, BackendError>;
+    async fn subscribe(
+        &self,
+        topic: Topic,
+        group: &str,
+    ) -> Result<Box<dyn LogConsumer>, BackendError>;
 
     /// Short name for logs and health, e.g. `memory` or `kafka`.
     fn name(&self) -> &'static str;

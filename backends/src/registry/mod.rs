@@ -60,7 +60,10 @@ pub trait Registry: Send + Sync {
     async fn alert(&self, id: &str) -> Result<Option<Alert>, BackendError>;
 
     /// Saves rule state rows `(device_id, source, state JSON)`; `None` deletes the row.
-    async fn save_rule_state(&self, rows: &[(String, String, Option<String>)]) -> Result<(), BackendError>;
+    async fn save_rule_state(
+        &self,
+        rows: &[(String, String, Option<String>)],
+    ) -> Result<(), BackendError>;
 
     /// Every saved rule state row.
     async fn load_rule_state(&self) -> Result<Vec<(String, String, String)>, BackendError>;

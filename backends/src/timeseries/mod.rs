@@ -69,7 +69,12 @@ pub trait TimeSeries: Send + Sync {
     async fn rollup(&self, since_ms: i64, until_ms: i64) -> Result<u64, BackendError>;
 
     /// How many readings of one device are stored in a time range (for checks and tests).
-    async fn count(&self, device_id: &str, since_ms: i64, until_ms: i64) -> Result<u64, BackendError>;
+    async fn count(
+        &self,
+        device_id: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<u64, BackendError>;
 
     /// Short name for logs and health.
     fn name(&self) -> &'static str;

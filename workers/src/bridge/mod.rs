@@ -81,7 +81,11 @@ pub struct Sorted {
 }
 
 /// Validates a batch of `(topic, payload)` messages received at `now_ms`. Pure.
-pub fn sort_batch<'a>(messages: impl IntoIterator<Item = (&'a str, &'a [u8])>, now_ms: i64, limits: &Limits) -> Sorted {
+pub fn sort_batch<'a>(
+    messages: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    now_ms: i64,
+    limits: &Limits,
+) -> Sorted {
     let mut sorted = Sorted::default();
     for (topic, payload) in messages {
         match parse_payload(topic, payload, now_ms, limits) {
@@ -104,7 +108,11 @@ pub fn sort_batch<'a>(messages: impl IntoIterator<Item = (&'a str, &'a [u8])>, n
 }
 
 /// Runs the bridge until `shutdown` turns true; flushes and acknowledges the last batch.
-pub async fn run(config: BridgeConfig, sinks: BridgeSinks, mut shutdown: watch::Receiver<bool>) -> Result<(), BackendError> {
+pub async fn run(
+    config: BridgeConfig,
+    sinks: BridgeSinks,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BackendError> {
     let connections = config.connections.clamp(1, 64);
     let filter = if connections > 1 {
         format!("$share/{}/{}", config.client_id, config.filter)
@@ -187,13 +195,18 @@ async fn deliver(
 ) -> Result<(), BackendError> {
     let started = Instant::now();
     let sorted = sort_batch(
-        batch.iter().map(|(_, p)| (p.topic.as_str(), p.payload.as_ref())),
+        batch
+            .iter()
+            .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref())),
         now_ms(),
         &config.limits,
     );
     telemetry::BRIDGE_RECEIVED.inc_by(batch.len() as u64);
     for reject in &sorted.rejects {
-        let reason = reject.headers.first().map_or("unknown", |(_, v)| v.as_str());
+        let reason = reject
+            .headers
+            .first()
+            .map_or("unknown", |(_, v)| v.as_str());
         telemetry::BRIDGE_REJECTS.with_label_values(&[reason]).inc();
         debug!(reason, key = %reject.key, "message rejected");
     }
@@ -212,8 +225,10 @@ async fn deliver(
     let readings = &sorted.readings;
     let to_log = async {
         if !records.is_empty() {
-            retry("bridge", "event log", &mut log_shutdown, || sinks.log.append(Topic::Readings, records.clone()))
-                .await?;
+            retry("bridge", "event log", &mut log_shutdown, || {
+                sinks.log.append(Topic::Readings, records.clone())
+            })
+            .await?;
         }
         if !sorted.rejects.is_empty() {
             retry("bridge", "dead letters", &mut log_shutdown, || {
@@ -227,13 +242,19 @@ async fn deliver(
         if readings.is_empty() {
             return Ok(());
         }
-        retry("bridge", "time series", &mut series_shutdown, || sinks.series.write(readings)).await
+        retry("bridge", "time series", &mut series_shutdown, || {
+            sinks.series.write(readings)
+        })
+        .await
     };
     let to_cache = async {
         if readings.is_empty() {
             return Ok(());
         }
-        retry("bridge", "cache", &mut cache_shutdown, || sinks.cache.put_latest(readings)).await
+        retry("bridge", "cache", &mut cache_shutdown, || {
+            sinks.cache.put_latest(readings)
+        })
+        .await
     };
     let (logged, stored, cached) = tokio::join!(to_log, to_series, to_cache);
     logged?;
@@ -270,15 +291,22 @@ async fn drive(
                 backoff = Duration::from_millis(100);
                 telemetry::BRIDGE_CONNECTED.set(1);
                 if index == 0 {
-                    info!(session_present = ack.session_present, "connected to MQTT broker");
+                    info!(
+                        session_present = ack.session_present,
+                        "connected to MQTT broker"
+                    );
                 } else {
-                    debug!(connection = index, session_present = ack.session_present, "connected to MQTT broker");
+                    debug!(
+                        connection = index,
+                        session_present = ack.session_present,
+                        "connected to MQTT broker"
+                    );
                 }
                 connected_once = true;
-                if !ack.session_present {
-                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                        warn!(error = %e, "subscribing failed");
-                    }
+                if !ack.session_present
+                    && let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                {
+                    warn!(error = %e, "subscribing failed");
                 }
             }
             Ok(_) => {}
@@ -303,19 +331,42 @@ mod tests {
     #[test]
     fn sorts_valid_and_rejected_and_keeps_the_reason() {
         let messages: Vec<(&str, &[u8])> = vec![
-            ("sensors/temperature_sensor/a", br#"{"device_id":"a","temperature_celsius":21.5}"#),
+            (
+                "sensors/temperature_sensor/a",
+                br#"{"device_id":"a","temperature_celsius":21.5}"#,
+            ),
             ("sensors/temperature_sensor/b", b"{not json"),
-            ("sensors/temperature_sensor/c", br#"{"device_id":"c","temperature_celsius":22}"#),
-            ("sensors/temperature_sensor/d", br#"{"device_id":"x","temperature_celsius":22}"#),
+            (
+                "sensors/temperature_sensor/c",
+                br#"{"device_id":"c","temperature_celsius":22}"#,
+            ),
+            (
+                "sensors/temperature_sensor/d",
+                br#"{"device_id":"x","temperature_celsius":22}"#,
+            ),
         ];
         let sorted = sort_batch(messages, 1_780_000_000_000, &Limits::default());
-        let ids: Vec<_> = sorted.readings.iter().map(|r| r.device_id.as_str()).collect();
-        assert_eq!(ids, ["a", "c"], "a reject never takes the messages behind it along");
+        let ids: Vec<_> = sorted
+            .readings
+            .iter()
+            .map(|r| r.device_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["a", "c"],
+            "a reject never takes the messages behind it along"
+        );
         assert_eq!(sorted.rejects.len(), 2);
         assert_eq!(sorted.rejects[0].key, "b");
         assert_eq!(sorted.rejects[0].payload, b"{not json");
-        assert_eq!(sorted.rejects[0].headers[0], ("reason".to_owned(), "not_json".to_owned()));
+        assert_eq!(
+            sorted.rejects[0].headers[0],
+            ("reason".to_owned(), "not_json".to_owned())
+        );
         assert_eq!(sorted.rejects[1].headers[0].1, "topic_mismatch");
-        assert_eq!(sorted.rejects[1].headers[2].1, "sensors/temperature_sensor/d");
+        assert_eq!(
+            sorted.rejects[1].headers[2].1,
+            "sensors/temperature_sensor/d"
+        );
     }
 }

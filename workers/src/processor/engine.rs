@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sensorfleet_model::analytics::{
-    self, Condition, Detector, DetectorConfig, HealthInputs, MovingAverage, Phase, SlidingWindow, Threshold,
-    Transition, WindowStats,
+    self, Condition, Detector, DetectorConfig, HealthInputs, MovingAverage, Phase, SlidingWindow,
+    Threshold, Transition, WindowStats,
 };
 use sensorfleet_model::duration::format_duration_ms;
 use sensorfleet_model::manifest::{CompiledRule, DeclaredDevice};
@@ -302,8 +302,10 @@ impl Engine {
     pub fn restore(&mut self, rows: &[(String, String, String)]) -> usize {
         let mut restored = 0;
         for (device_id, source_key, json) in rows {
-            let (Some(source), Ok(mut tracked)) = (Source::parse(source_key), serde_json::from_str::<Tracked>(json))
-            else {
+            let (Some(source), Ok(mut tracked)) = (
+                Source::parse(source_key),
+                serde_json::from_str::<Tracked>(json),
+            ) else {
                 continue;
             };
             tracked.source = source;
@@ -328,8 +330,10 @@ impl Engine {
                 return;
             }
             let device_type = self.intern(&reading.device_type);
-            self.devices
-                .insert(Box::from(reading.device_id.as_str()), new_device(device_type, now));
+            self.devices.insert(
+                Box::from(reading.device_id.as_str()),
+                new_device(device_type, now),
+            );
             out.new_devices.push((
                 reading.device_id.clone(),
                 reading.device_type.clone(),
@@ -339,14 +343,24 @@ impl Engine {
         let main_name = main_field(&reading.device_type, reading);
         // Interned only when the device's field state is created: interning on every
         // reading grew the table by one entry per new field name a device ever sent.
-        let needs_main = self.devices.get(reading.device_id.as_str()).is_some_and(|d| d.main.is_none());
+        let needs_main = self
+            .devices
+            .get(reading.device_id.as_str())
+            .is_some_and(|d| d.main.is_none());
         let new_main = main_name.filter(|_| needs_main).map(|n| self.intern(n));
-        let fleet = self.declared.get(&reading.device_id).and_then(|d| d.fleet.clone());
+        let fleet = self
+            .declared
+            .get(&reading.device_id)
+            .and_then(|d| d.fleet.clone());
         let applicable: Vec<(Arc<str>, f64, CompiledRule)> = self
             .rules
             .iter()
             .filter(|r| r.applies_to(&reading.device_type, fleet.as_deref()))
-            .filter_map(|r| reading.field(&r.metric).map(|v| (Arc::from(r.name.as_str()), v, r.clone())))
+            .filter_map(|r| {
+                reading
+                    .field(&r.metric)
+                    .map(|v| (Arc::from(r.name.as_str()), v, r.clone()))
+            })
             .collect();
         // Rules that still cover this device: an alert of any other rule would never clear.
         let rule_names: Vec<Arc<str>> = self
@@ -365,10 +379,10 @@ impl Engine {
             // Older than a reading already processed (redelivered after a crash, or
             // reordered between broker connections): it counts in the window, but alert
             // state only moves forward in time, so it does not drive the lifecycle.
-            if let (Some(main), Some(name)) = (device.main.as_mut(), main_name) {
-                if let Some(value) = reading.field(name).filter(|_| *main.name == *name) {
-                    main.window.push(now, value);
-                }
+            if let (Some(main), Some(name)) = (device.main.as_mut(), main_name)
+                && let Some(value) = reading.field(name).filter(|_| *main.name == *name)
+            {
+                main.window.push(now, value);
             }
             return;
         }
@@ -381,7 +395,17 @@ impl Engine {
         }
 
         // The device reported: an offline alert clears.
-        advance(device, device_id, Source::Offline, Condition::Clear, 0, now, 0.0, &cfg, out);
+        advance(
+            device,
+            device_id,
+            Source::Offline,
+            Condition::Clear,
+            0,
+            now,
+            0.0,
+            &cfg,
+            out,
+        );
 
         // Alerts of rules that no longer exist, or no longer apply to this device, resolve.
         let stale: Vec<Source> = device
@@ -391,7 +415,17 @@ impl Engine {
             .map(|t| t.source.clone())
             .collect();
         for source in stale {
-            advance(device, device_id, source, Condition::Clear, 0, now, 0.0, &cfg, out);
+            advance(
+                device,
+                device_id,
+                source,
+                Condition::Clear,
+                0,
+                now,
+                0.0,
+                &cfg,
+                out,
+            );
         }
 
         for (name, value, rule) in applicable {
@@ -401,7 +435,17 @@ impl Engine {
                 .iter()
                 .any(|t| t.source == source && t.phase.is_active());
             let condition = analytics::threshold_condition(&rule.threshold, value, active);
-            advance(device, device_id, source, condition, rule.for_ms, now, value, &cfg, out);
+            advance(
+                device,
+                device_id,
+                source,
+                condition,
+                rule.for_ms,
+                now,
+                value,
+                &cfg,
+                out,
+            );
         }
 
         if let Some(battery) = reading.field("meta_battery_level") {
@@ -416,11 +460,23 @@ impl Engine {
                 .iter()
                 .any(|t| t.source == Source::LowBattery && t.phase.is_active());
             let condition = analytics::threshold_condition(&threshold, battery, active);
-            advance(device, device_id, Source::LowBattery, condition, 0, now, battery, &cfg, out);
+            advance(
+                device,
+                device_id,
+                Source::LowBattery,
+                condition,
+                0,
+                now,
+                battery,
+                &cfg,
+                out,
+            );
         }
 
         let Some(main_name) = main_name else { return };
-        let Some(value) = reading.field(main_name) else { return };
+        let Some(value) = reading.field(main_name) else {
+            return;
+        };
         let main = device.main.get_or_insert_with(|| FieldState {
             detect: reading.device_type != "motion_sensor",
             name: new_main.unwrap_or_else(|| Arc::from(main_name)),
@@ -453,7 +509,17 @@ impl Engine {
             (Source::Spike, analytics::AnomalyKind::Spike),
             (Source::Stuck, analytics::AnomalyKind::Stuck),
         ] {
-            advance(device, device_id, source, condition_for(kind), 0, now, value, &cfg, out);
+            advance(
+                device,
+                device_id,
+                source,
+                condition_for(kind),
+                0,
+                now,
+                value,
+                &cfg,
+                out,
+            );
         }
     }
 
@@ -524,7 +590,10 @@ impl Engine {
             battery_pct: device.battery.map(f64::from),
             signal_dbm: device.signal.map(f64::from),
             age_ms: (now_ms - device.last_ts_ms).max(0),
-            expected_interval_ms: self.declared.get(device_id).and_then(|d| d.publish_interval_ms),
+            expected_interval_ms: self
+                .declared
+                .get(device_id)
+                .and_then(|d| d.publish_interval_ms),
             offline_after_ms: offline_after,
             received_in_window: window.map_or(0, |w| w.count),
             window_ms: self.cfg.window_ms,
@@ -552,7 +621,14 @@ impl Engine {
             total += 1;
             health += report.health_score;
         }
-        (online, if total == 0 { 0.0 } else { health / total as f64 })
+        (
+            online,
+            if total == 0 {
+                0.0
+            } else {
+                health / total as f64
+            },
+        )
     }
 
     /// Alerts currently firing or acknowledged.
@@ -564,20 +640,38 @@ impl Engine {
     }
 
     /// Acknowledges an active alert by id.
-    pub fn acknowledge(&mut self, alert_id: &str, now_ms: i64, out: &mut Output) -> Result<(), CommandError> {
+    pub fn acknowledge(
+        &mut self,
+        alert_id: &str,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), CommandError> {
         self.command(alert_id, now_ms, out, false)
     }
 
     /// Clears an active alert by hand: it resolves now and, if its condition persists,
     /// fires again through the normal path.
-    pub fn clear(&mut self, alert_id: &str, now_ms: i64, out: &mut Output) -> Result<(), CommandError> {
+    pub fn clear(
+        &mut self,
+        alert_id: &str,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<(), CommandError> {
         self.command(alert_id, now_ms, out, true)
     }
 
-    fn command(&mut self, alert_id: &str, now_ms: i64, out: &mut Output, clear: bool) -> Result<(), CommandError> {
+    fn command(
+        &mut self,
+        alert_id: &str,
+        now_ms: i64,
+        out: &mut Output,
+        clear: bool,
+    ) -> Result<(), CommandError> {
         let not_found = || CommandError::NotFound(alert_id.to_owned());
         let mut parts = alert_id.rsplitn(3, '/');
-        let (Some(since), Some(source_key), Some(device_id)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(since), Some(source_key), Some(device_id)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return Err(not_found());
         };
         let since: i64 = since.parse().map_err(|_| not_found())?;
@@ -585,12 +679,17 @@ impl Engine {
         let tracked = device
             .alerts
             .iter_mut()
-            .find(|t| t.source.key() == source_key && t.phase.is_active() && phase_since(t.phase) == since)
+            .find(|t| {
+                t.source.key() == source_key && t.phase.is_active() && phase_since(t.phase) == since
+            })
             .ok_or_else(not_found)?;
         let (phase, state) = if clear {
             (analytics::manual_clear(tracked.phase), AlertPhase::Resolved)
         } else {
-            (analytics::acknowledge(tracked.phase), AlertPhase::Acknowledged)
+            (
+                analytics::acknowledge(tracked.phase),
+                AlertPhase::Acknowledged,
+            )
         };
         let alert = build_alert(device_id, tracked, since, state, now_ms, &self.cfg, None);
         tracked.phase = phase;
@@ -630,18 +729,27 @@ pub fn main_field<'r>(device_type: &str, reading: &'r Reading) -> Option<&'r str
         .fields
         .get_key_value(preferred)
         .map(|(k, _)| k.as_str())
-        .or_else(|| reading.fields.keys().find(|k| !k.starts_with("meta_")).map(String::as_str))
+        .or_else(|| {
+            reading
+                .fields
+                .keys()
+                .find(|k| !k.starts_with("meta_"))
+                .map(String::as_str)
+        })
 }
 
 fn phase_since(phase: Phase) -> i64 {
     match phase {
         Phase::Inactive => 0,
-        Phase::Pending { since_ms } | Phase::Firing { since_ms } | Phase::Acknowledged { since_ms } => since_ms,
+        Phase::Pending { since_ms }
+        | Phase::Firing { since_ms }
+        | Phase::Acknowledged { since_ms } => since_ms,
     }
 }
 
 fn state_row(device_id: &str, tracked: &Tracked) -> (String, String, Option<String>) {
-    let json = (tracked.phase != Phase::Inactive).then(|| serde_json::to_string(tracked).unwrap_or_default());
+    let json = (tracked.phase != Phase::Inactive)
+        .then(|| serde_json::to_string(tracked).unwrap_or_default());
     (device_id.to_owned(), tracked.source.key(), json)
 }
 
@@ -687,12 +795,28 @@ fn advance(
     match transition {
         Some(Transition::Fired) => {
             tracked.phase = after;
-            let alert = build_alert(device_id, tracked, phase_since(after), AlertPhase::Firing, now_ms, cfg, None);
+            let alert = build_alert(
+                device_id,
+                tracked,
+                phase_since(after),
+                AlertPhase::Firing,
+                now_ms,
+                cfg,
+                None,
+            );
             out.alerts.push(alert);
         }
         Some(Transition::Resolved) => {
             let since = phase_since(before);
-            let alert = build_alert(device_id, tracked, since, AlertPhase::Resolved, now_ms, cfg, Some(value));
+            let alert = build_alert(
+                device_id,
+                tracked,
+                since,
+                AlertPhase::Resolved,
+                now_ms,
+                cfg,
+                Some(value),
+            );
             tracked.phase = after;
             out.alerts.push(alert);
         }
@@ -723,7 +847,12 @@ fn build_alert(
     resolved_value: Option<f64>,
 ) -> Alert {
     let (rule, metric, threshold, message_subject) = match &tracked.source {
-        Source::Rule(name) => (name.to_string(), None, String::new(), format!("rule {name}")),
+        Source::Rule(name) => (
+            name.to_string(),
+            None,
+            String::new(),
+            format!("rule {name}"),
+        ),
         Source::Anomaly => (
             "anomaly".to_owned(),
             None,
@@ -780,7 +909,10 @@ fn build_alert(
 /// Fills in what only the rule knows (metric, limits, severity, wording) on alerts of
 /// threshold rules; the engine keeps only the rule name per device to stay small.
 pub fn describe_rule_alerts(alerts: &mut [Alert], rules: &[CompiledRule]) {
-    for alert in alerts.iter_mut().filter(|a| a.alert_type == AlertKind::Threshold) {
+    for alert in alerts
+        .iter_mut()
+        .filter(|a| a.alert_type == AlertKind::Threshold)
+    {
         let Some(rule) = rules.iter().find(|r| r.name == alert.rule) else {
             continue;
         };

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sensorfleet_backends::{
-    BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer, Record, Registry,
-    Topic,
+    BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer,
+    Record, Registry, Topic,
 };
 use sensorfleet_model::manifest::{CompiledRule, DeclaredDevice};
 use sensorfleet_model::{Alert, Reading};
@@ -19,8 +19,8 @@ use tracing::{info, warn};
 use crate::clock::now_ms;
 use crate::retry::retry;
 use crate::telemetry;
-pub use engine::{Engine, EngineConfig};
 use engine::{CommandError, DeviceReport, Output, describe_rule_alerts};
+pub use engine::{Engine, EngineConfig};
 
 /// Everything the processor writes to and reads from.
 #[derive(Clone)]
@@ -86,7 +86,10 @@ pub async fn run(
     let mut consumer = sinks.log.subscribe(Topic::Readings, &config.group).await?;
     let mut engine = Engine::new(config.engine.clone());
     apply_declarations(&mut engine, &declarations.borrow_and_update());
-    let rows = retry("processor", "registry", &mut shutdown, || sinks.registry.load_rule_state()).await?;
+    let rows = retry("processor", "registry", &mut shutdown, || {
+        sinks.registry.load_rule_state()
+    })
+    .await?;
     let restored = engine.restore(&rows);
     info!(restored, "processor started; rule state restored");
 
@@ -119,7 +122,9 @@ pub async fn run(
                 }
                 Err(e) => {
                     let mut record = delivery.record.clone();
-                    record.headers.push(("reason".into(), "malformed_log_record".into()));
+                    record
+                        .headers
+                        .push(("reason".into(), "malformed_log_record".into()));
                     record.headers.push(("detail".into(), e.to_string()));
                     malformed.push(record);
                 }
@@ -128,7 +133,8 @@ pub async fn run(
         if !batch.is_empty() {
             telemetry::PROCESSOR_READINGS.inc_by(batch.len() as u64);
             if newest_ts > 0 {
-                telemetry::PROCESSOR_LAG_SECONDS.observe(((now_ms() - newest_ts).max(0) as f64) / 1000.0);
+                telemetry::PROCESSOR_LAG_SECONDS
+                    .observe(((now_ms() - newest_ts).max(0) as f64) / 1000.0);
             }
         }
 
@@ -136,7 +142,11 @@ pub async fn run(
             let declared = declarations.borrow_and_update().clone();
             rules = declared.rules.clone();
             apply_declarations(&mut engine, &declared);
-            info!(devices = declared.devices.len(), rules = rules.len(), "declarations updated");
+            info!(
+                devices = declared.devices.len(),
+                rules = rules.len(),
+                "declarations updated"
+            );
         }
         while let Ok(command) = commands.try_recv() {
             handle_command(&mut engine, command, &rules, &sinks, &mut shutdown).await;
@@ -150,7 +160,7 @@ pub async fn run(
             ticks += 1;
             engine.tick(now, &mut out);
             // Every device every 10 ticks, so health decays for silent devices too.
-            reports = engine.reports(now, ticks % 10 == 0);
+            reports = engine.reports(now, ticks.is_multiple_of(10));
             dashboard = Some(dashboard_counters(&engine, now));
             telemetry::PROCESSOR_DEVICES.set(engine.device_count() as i64);
             telemetry::PROCESSOR_LAST_TICK.set(now / 1000);
@@ -159,7 +169,16 @@ pub async fn run(
         let processed = started.elapsed();
 
         describe_rule_alerts(&mut out.alerts, &rules);
-        flush(&sinks, &mut out, &reports, dashboard, malformed, now, &mut shutdown).await?;
+        flush(
+            &sinks,
+            &mut out,
+            &reports,
+            dashboard,
+            malformed,
+            now,
+            &mut shutdown,
+        )
+        .await?;
         if !batch.is_empty() {
             commit(consumer.as_mut(), &shutdown).await?;
         }
@@ -177,13 +196,18 @@ pub async fn run(
 }
 
 /// Commits the consumer's position, retrying transient failures until shutdown.
-async fn commit(consumer: &mut dyn LogConsumer, shutdown: &watch::Receiver<bool>) -> Result<(), BackendError> {
+async fn commit(
+    consumer: &mut dyn LogConsumer,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), BackendError> {
     let mut backoff = Duration::from_millis(100);
     loop {
         match consumer.commit().await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
-                telemetry::SINK_ERRORS.with_label_values(&["processor", "event log commit"]).inc();
+                telemetry::SINK_ERRORS
+                    .with_label_values(&["processor", "event log commit"])
+                    .inc();
                 warn!(error = %e, "committing the event log position failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -259,7 +283,10 @@ async fn flush(
                 offline_after_ms: None,
             })
             .collect();
-        retry("processor", "registry", shutdown, || sinks.registry.insert_missing_devices(&devices)).await?;
+        retry("processor", "registry", shutdown, || {
+            sinks.registry.insert_missing_devices(&devices)
+        })
+        .await?;
     }
     if !out.alerts.is_empty() {
         for alert in &out.alerts {
@@ -276,8 +303,14 @@ async fn flush(
             );
         }
         let alerts = std::mem::take(&mut out.alerts);
-        retry("processor", "registry", shutdown, || sinks.registry.record_alerts(&alerts)).await?;
-        retry("processor", "cache", shutdown, || sinks.cache.push_alerts(&alerts)).await?;
+        retry("processor", "registry", shutdown, || {
+            sinks.registry.record_alerts(&alerts)
+        })
+        .await?;
+        retry("processor", "cache", shutdown, || {
+            sinks.cache.push_alerts(&alerts)
+        })
+        .await?;
         let records: Vec<Record> = alerts
             .iter()
             .map(|a| Record {
@@ -286,11 +319,17 @@ async fn flush(
                 headers: vec![],
             })
             .collect();
-        retry("processor", "event log", shutdown, || sinks.log.append(Topic::Alerts, records.clone())).await?;
+        retry("processor", "event log", shutdown, || {
+            sinks.log.append(Topic::Alerts, records.clone())
+        })
+        .await?;
     }
     if !out.state.is_empty() {
         let rows = std::mem::take(&mut out.state);
-        retry("processor", "registry", shutdown, || sinks.registry.save_rule_state(&rows)).await?;
+        retry("processor", "registry", shutdown, || {
+            sinks.registry.save_rule_state(&rows)
+        })
+        .await?;
     }
     if !malformed.is_empty() {
         telemetry::PROCESSOR_MALFORMED.inc_by(malformed.len() as u64);
@@ -301,10 +340,16 @@ async fn flush(
     }
     if !reports.is_empty() {
         let metrics: Vec<DeviceMetrics> = reports.iter().map(device_metrics).collect();
-        retry("processor", "cache", shutdown, || sinks.cache.put_metrics(&metrics, now)).await?;
+        retry("processor", "cache", shutdown, || {
+            sinks.cache.put_metrics(&metrics, now)
+        })
+        .await?;
     }
     if let Some(counters) = dashboard {
-        retry("processor", "cache", shutdown, || sinks.cache.put_dashboard(counters, now)).await?;
+        retry("processor", "cache", shutdown, || {
+            sinks.cache.put_dashboard(counters, now)
+        })
+        .await?;
     }
     Ok(())
 }

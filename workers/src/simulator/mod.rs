@@ -75,8 +75,15 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// Runs the simulator until `shutdown` or its limit; waits (bounded) for the broker to
 /// acknowledge what was published before returning.
-pub async fn run(config: SimulatorConfig, stats: Arc<SimulatorStats>, shutdown: watch::Receiver<bool>) {
-    let connections = config.connections.clamp(1, 64).min(config.devices.len().max(1));
+pub async fn run(
+    config: SimulatorConfig,
+    stats: Arc<SimulatorStats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let connections = config
+        .connections
+        .clamp(1, 64)
+        .min(config.devices.len().max(1));
     info!(
         devices = config.devices.len(),
         connections,
@@ -178,7 +185,9 @@ async fn run_connection(
         Some(_) => f64::INFINITY,
         None => devices
             .iter()
-            .map(|d| TICK.as_millis() as f64 / config.interval_ms.unwrap_or(d.interval_ms).max(1) as f64)
+            .map(|d| {
+                TICK.as_millis() as f64 / config.interval_ms.unwrap_or(d.interval_ms).max(1) as f64
+            })
             .sum(),
     };
     let mut published_here: u64 = 0;
@@ -206,11 +215,17 @@ async fn run_connection(
             let index = next;
             next = (next + 1) % sims.len();
             let (sim, device) = (&mut sims[index], &devices[index]);
-            let Some(payload) = sim.next_payload(device, now, config.anomaly_rate, config.dropout_rate) else {
+            let Some(payload) =
+                sim.next_payload(device, now, config.anomaly_rate, config.dropout_rate)
+            else {
                 continue;
             };
             let topic = format!("sensors/{}/{}", device.device_type, device.device_id);
-            if client.publish(topic, QoS::AtLeastOnce, false, payload).await.is_err() {
+            if client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
                 break 'outer;
             }
             published_here += 1;
@@ -226,7 +241,9 @@ async fn run_connection(
     }
     // Wait (bounded) for the broker to acknowledge everything this connection sent.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while acked_here.load(Ordering::Relaxed) < published_here && tokio::time::Instant::now() < deadline {
+    while acked_here.load(Ordering::Relaxed) < published_here
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = client.disconnect().await;

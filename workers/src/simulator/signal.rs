@@ -107,7 +107,13 @@ impl DeviceSim {
 
     /// The JSON payload of the next reading at `now_ms`, or `None` while the device is in
     /// an injected dropout. Timestamps strictly increase per device.
-    pub fn next_payload(&mut self, device: &SimDevice, now_ms: i64, anomaly_rate: f64, dropout_rate: f64) -> Option<Vec<u8>> {
+    pub fn next_payload(
+        &mut self,
+        device: &SimDevice,
+        now_ms: i64,
+        anomaly_rate: f64,
+        dropout_rate: f64,
+    ) -> Option<Vec<u8>> {
         if now_ms < self.silent_until_ms {
             return None;
         }
@@ -134,16 +140,23 @@ impl DeviceSim {
                     c += self.rng.range(12.0, 20.0);
                 }
                 body.insert("temperature_celsius".into(), round2(c).into());
-                body.insert("temperature_fahrenheit".into(), round2(c * 9.0 / 5.0 + 32.0).into());
+                body.insert(
+                    "temperature_fahrenheit".into(),
+                    round2(c * 9.0 / 5.0 + 32.0).into(),
+                );
             }
             "humidity_sensor" => {
-                let mut h = self.base + 8.0 * (day + 1.0).sin() + self.drift + 0.5 * self.rng.normal();
+                let mut h =
+                    self.base + 8.0 * (day + 1.0).sin() + self.drift + 0.5 * self.rng.normal();
                 if anomaly {
                     h += self.rng.range(25.0, 40.0);
                 }
                 let h = h.clamp(0.0, 100.0);
                 body.insert("humidity_percent".into(), round2(h).into());
-                body.insert("dew_point".into(), round2(dew_point(21.0 + 2.0 * day.sin(), h)).into());
+                body.insert(
+                    "dew_point".into(),
+                    round2(dew_point(21.0 + 2.0 * day.sin(), h)).into(),
+                );
             }
             "motion_sensor" => {
                 // Busier in the day than at night.
@@ -169,7 +182,8 @@ impl DeviceSim {
                 }
             }
             _ => {
-                let mut v = self.base + 0.05 * self.base * day.sin() + self.drift + self.rng.normal();
+                let mut v =
+                    self.base + 0.05 * self.base * day.sin() + self.drift + self.rng.normal();
                 if anomaly {
                     v += 10.0 * self.base.abs().max(1.0);
                 }
@@ -218,16 +232,28 @@ mod tests {
 
     #[test]
     fn every_type_publishes_valid_payloads_with_increasing_timestamps() {
-        for kind in ["temperature_sensor", "humidity_sensor", "motion_sensor", "gps_tracker", "pressure_sensor"] {
+        for kind in [
+            "temperature_sensor",
+            "humidity_sensor",
+            "motion_sensor",
+            "gps_tracker",
+            "pressure_sensor",
+        ] {
             let d = device(kind);
             let mut sim = DeviceSim::new(&d, 7);
             let mut last = 0;
             for i in 0..500 {
                 let now = 1_780_000_000_000 + i / 3; // several readings in the same millisecond
-                let payload = sim.next_payload(&d, now, 0.01, 0.0).expect("no dropouts configured");
+                let payload = sim
+                    .next_payload(&d, now, 0.01, 0.0)
+                    .expect("no dropouts configured");
                 let topic = format!("sensors/{kind}/{}", d.device_id);
-                let reading = parse_payload(&topic, &payload, now, &Limits::default()).expect("valid payload");
-                assert!(reading.ts_ms > last, "{kind}: timestamps must strictly increase");
+                let reading = parse_payload(&topic, &payload, now, &Limits::default())
+                    .expect("valid payload");
+                assert!(
+                    reading.ts_ms > last,
+                    "{kind}: timestamps must strictly increase"
+                );
                 last = reading.ts_ms;
                 assert!(reading.field("meta_battery_level").is_some());
             }
@@ -243,11 +269,20 @@ mod tests {
             v["temperature_celsius"].as_f64().unwrap()
         };
         for i in 0..1000 {
-            let t = value(sim.next_payload(&d, 1_780_000_000_000 + i * 1000, 0.0, 0.0).unwrap());
-            assert!((10.0..35.0).contains(&t), "normal reading {t} out of a room's range");
+            let t = value(
+                sim.next_payload(&d, 1_780_000_000_000 + i * 1000, 0.0, 0.0)
+                    .unwrap(),
+            );
+            assert!(
+                (10.0..35.0).contains(&t),
+                "normal reading {t} out of a room's range"
+            );
         }
         let spike = value(sim.next_payload(&d, 1_780_001_000_000, 1.0, 0.0).unwrap());
-        assert!(spike > 30.0, "an injected anomaly must stand out, got {spike}");
+        assert!(
+            spike > 30.0,
+            "an injected anomaly must stand out, got {spike}"
+        );
     }
 
     #[test]
@@ -255,8 +290,14 @@ mod tests {
         let d = device("humidity_sensor");
         let mut sim = DeviceSim::new(&d, 3);
         assert!(sim.next_payload(&d, 1_000_000, 0.0, 1.0).is_none());
-        assert!(sim.next_payload(&d, 1_001_000, 0.0, 0.0).is_none(), "still silent");
-        assert!(sim.next_payload(&d, 1_000_000 + 13_000, 0.0, 0.0).is_some(), "back after at most 12 intervals");
+        assert!(
+            sim.next_payload(&d, 1_001_000, 0.0, 0.0).is_none(),
+            "still silent"
+        );
+        assert!(
+            sim.next_payload(&d, 1_000_000 + 13_000, 0.0, 0.0).is_some(),
+            "back after at most 12 intervals"
+        );
     }
 
     #[test]
@@ -264,7 +305,10 @@ mod tests {
         let d = device("gps_tracker");
         let (mut a, mut b) = (DeviceSim::new(&d, 9), DeviceSim::new(&d, 9));
         for i in 0..50 {
-            assert_eq!(a.next_payload(&d, i, 0.1, 0.1), b.next_payload(&d, i, 0.1, 0.1));
+            assert_eq!(
+                a.next_payload(&d, i, 0.1, 0.1),
+                b.next_payload(&d, i, 0.1, 0.1)
+            );
         }
     }
 

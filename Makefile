@@ -1,0 +1,58 @@
+# SensorFleet — the two commands a newcomer needs:
+#
+#   make up     build and run the whole platform on this machine (http://127.0.0.1:8080/)
+#   make test   install what the tests need (idempotently) and run every test suite
+#
+# Everything downloaded or built is cached outside the clone, under $(CACHE), so a rerun
+# is fast and a fresh machine still gets everything from nothing.
+
+CACHE ?= $(or $(SENSORFLEET_CACHE),/var/cache/sensorfleet)
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+export npm_config_cache ?= $(CACHE)/npm
+BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
+SHELL := /bin/bash
+
+.PHONY: up test deps build unit browser lint fmt bench openapi help
+
+help:
+	@grep -E "^#   |^## " Makefile | sed -E "s/^#+ */  /"
+
+## deps: Debian packages (mosquitto-clients, chromium, …) and the browser test's npm packages.
+deps:
+	scripts/install-deps base
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+
+## build: the release binary.
+build:
+	cargo build --release --locked
+
+## up: run the platform with the built-in example fleet.
+up: build
+	$(BIN) up
+
+## unit: every Rust test (pure units, the shared backend suites, the end-to-end tests).
+unit:
+	cargo test --release --locked --workspace
+
+## browser: headless Chromium loads the dashboard and sees live data arrive.
+browser: build
+	SENSORFLEET_BIN=$(BIN) SENSORFLEET_TEST_OUTPUT=$(CURDIR)/tests/output node --test tests/browser/
+
+## test: everything, from a fresh machine.
+test: deps build unit browser
+
+## lint: formatting and clippy, as CI of a reviewer would run them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## openapi: regenerate api/openapi.json after changing the API types.
+openapi:
+	SENSORFLEET_BLESS=1 cargo test --release --locked -p sensorfleet-api openapi
+
+## bench: the benchmark BENCHMARKS.md records.
+bench: build
+	$(BIN) bench
