@@ -12,7 +12,7 @@ export npm_config_cache ?= $(CACHE)/npm
 BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
 SHELL := /bin/bash
 
-.PHONY: up test deps build unit browser lint fmt bench openapi help
+.PHONY: up test deps build unit browser browser-run lint fmt bench openapi help
 
 help:
 	@grep -E "^#   |^## " Makefile | sed -E "s/^#+ */  /"
@@ -35,11 +35,15 @@ unit:
 	cargo test --release --locked --workspace
 
 ## browser: headless Chromium loads the dashboard and sees live data arrive.
-browser: build
+browser: build browser-run
+
+browser-run:
 	SENSORFLEET_BIN=$(BIN) SENSORFLEET_TEST_OUTPUT=$(CURDIR)/tests/output node --test tests/browser/
 
-## test: everything, from a fresh machine.
-test: deps build unit browser
+## test: everything, from a fresh machine. `cargo test` also builds the binary the
+## browser test drives, so the release build happens once (a separate `cargo build`
+## resolves dependency features without the dev-dependencies and would build twice).
+test: deps unit browser-run
 
 ## lint: formatting and clippy, as CI of a reviewer would run them.
 lint:

@@ -137,6 +137,8 @@ struct FieldState {
 #[derive(Debug, Clone)]
 struct DeviceState {
     device_type: Arc<str>,
+    /// First reading seen by this engine: completeness is judged over at most this long.
+    first_ts_ms: i64,
     last_ts_ms: i64,
     battery: Option<f32>,
     signal: Option<f32>,
@@ -596,7 +598,8 @@ impl Engine {
                 .and_then(|d| d.publish_interval_ms),
             offline_after_ms: offline_after,
             received_in_window: window.map_or(0, |w| w.count),
-            window_ms: self.cfg.window_ms,
+            // A device seen for a minute cannot have sent five minutes' worth of readings.
+            window_ms: self.cfg.window_ms.min((now_ms - device.first_ts_ms).max(1)),
             recent_anomalies: device.recent_anomalies(now_ms, self.cfg.window_ms),
         };
         DeviceReport {
@@ -705,6 +708,7 @@ impl Engine {
 fn new_device(device_type: Arc<str>, ts_ms: i64) -> DeviceState {
     DeviceState {
         device_type,
+        first_ts_ms: ts_ms,
         last_ts_ms: ts_ms,
         battery: None,
         signal: None,

@@ -1,0 +1,144 @@
+//! The binary's edges: errors a user meets before anything runs must say what was wrong
+//! and what to do, and exit non-zero; `detect` replays a real series; `--help` teaches.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+fn sensorfleet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sensorfleet"))
+        .args(args)
+        .env("SENSORFLEET_LOG", "warn")
+        .output()
+        .expect("run sensorfleet")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_invalid_manifest_names_file_object_field_and_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("fleet.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\nmetadata: {name: lab}\n\
+         spec: {deviceType: temperature_sensor, generate: {count: 0, idPrefix: t-}}\n",
+    )
+    .expect("write manifest");
+    let output = sensorfleet(&[
+        "up",
+        "-f",
+        &manifest.display().to_string(),
+        "--data-dir",
+        &dir.path().display().to_string(),
+    ]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains("fleet.yaml: SensorFleet/lab: spec.generate.count: 0 must be between 1 and"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_taken_port_says_which_flag_to_change() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = sensorfleet(&[
+        "up",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--mqtt-addr",
+        &addr,
+        "--http-addr",
+        &support::free_addr().to_string(),
+    ]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("cannot listen for MQTT on {addr}")) && text.contains("--mqtt-addr"),
+        "{text}"
+    );
+
+    let output = sensorfleet(&[
+        "up",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--mqtt-addr",
+        &support::free_addr().to_string(),
+        "--http-addr",
+        &addr,
+    ]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("cannot listen for HTTP on {addr}")) && text.contains("--http-addr"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unusable_data_dir_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").expect("write");
+    let data_dir = file.join("data");
+    let output = sensorfleet(&["up", "--data-dir", &data_dir.display().to_string()]);
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains("data dir") && text.contains("--data-dir"),
+        "{text}"
+    );
+}
+
+#[test]
+fn detect_scores_every_row_of_a_real_series() {
+    let csv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/nab/ec2_request_latency_system_failure.csv"
+    );
+    let output = sensorfleet(&["detect", "--csv", csv]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows[0], "timestamp,value,score,anomaly");
+    assert_eq!(rows.len(), 4033, "a header and one row per reading");
+    for row in &rows[1..] {
+        let score: f64 = row
+            .split(',')
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .expect("a score column");
+        assert!((0.0..=1.0).contains(&score), "{row}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.ends_with(",statistical") || r.ends_with(",spike")),
+        "some anomaly flagged"
+    );
+    assert!(stderr(&output).contains("4032 rows"));
+
+    let missing = sensorfleet(&["detect", "--csv", "/no/such/file.csv"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("/no/such/file.csv"));
+}
+
+#[test]
+fn help_teaches_the_roles() {
+    let output = sensorfleet(&["--help"]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for role in ["up", "simulate", "detect", "bench"] {
+        assert!(text.contains(role), "--help lists {role}");
+    }
+    let up = String::from_utf8_lossy(&sensorfleet(&["up", "--help"]).stdout).into_owned();
+    assert!(
+        up.contains("--mqtt-url") && up.contains("SENSORFLEET_DATA_DIR"),
+        "{up}"
+    );
+}
