@@ -101,6 +101,11 @@ struct UpArgs {
     /// Largest accepted payload in bytes; larger ones are dead-lettered.
     #[arg(long, default_value_t = 16 * 1024, env = "SENSORFLEET_MAX_PAYLOAD_BYTES")]
     max_payload_bytes: usize,
+    /// MQTT connections the bridge spreads its shared subscription over: a broker allows
+    /// each a fixed window of unacknowledged messages, and the bridge acknowledges a batch
+    /// only once it is stored.
+    #[arg(long, default_value_t = 8, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
+    bridge_connections: usize,
 }
 
 #[derive(clap::Args)]
@@ -227,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rate_limit: args.rate_limit,
                 retention: args.retention,
                 max_payload_bytes: args.max_payload_bytes,
+                bridge_connections: args.bridge_connections,
                 ..UpConfig::new()
             };
             let platform = up::start(config).await?;

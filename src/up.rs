@@ -60,6 +60,8 @@ pub struct UpConfig {
     pub log_capacity: usize,
     /// Largest accepted payload.
     pub max_payload_bytes: usize,
+    /// MQTT connections of the bridge (one shared subscription).
+    pub bridge_connections: usize,
 }
 
 impl UpConfig {
@@ -79,6 +81,7 @@ impl UpConfig {
             retention: Duration::from_secs(7 * 86_400),
             log_capacity: 100_000,
             max_payload_bytes: Limits::default().max_payload_bytes,
+            bridge_connections: 8,
         }
     }
 }
@@ -274,6 +277,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
 
     let mut bridge_config = BridgeConfig::new(mqtt.clone());
     bridge_config.limits.max_payload_bytes = config.max_payload_bytes;
+    bridge_config.connections = config.bridge_connections;
     let bridge_sinks = BridgeSinks {
         log: log.clone(),
         series: store_arc.clone(),
