@@ -246,9 +246,13 @@ fn alert_from_body(body: &str) -> Result<Alert, BackendError> {
 const DEVICE_COLUMNS: &str =
     "device_id, device_type, location, status, fleet, publish_interval_ms, offline_after_ms";
 
-#[async_trait]
-impl Registry for SqliteStore {
-    async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), BackendError> {
+impl SqliteStore {
+    /// Inserts devices in chunks, `on_conflict` saying what an existing id does.
+    async fn insert_devices(
+        &self,
+        devices: &[DeviceRecord],
+        on_conflict: &str,
+    ) -> Result<(), BackendError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for chunk in devices.chunks(ROWS_PER_STATEMENT / 2) {
             let mut insert: QueryBuilder<Sqlite> =
@@ -262,11 +266,7 @@ impl Registry for SqliteStore {
                     .push_bind(d.publish_interval_ms)
                     .push_bind(d.offline_after_ms);
             });
-            insert.push(
-                " ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type,
-                  location = excluded.location, status = excluded.status, fleet = excluded.fleet,
-                  publish_interval_ms = excluded.publish_interval_ms, offline_after_ms = excluded.offline_after_ms",
-            );
+            insert.push(on_conflict);
             insert
                 .build()
                 .execute(&mut *tx)
@@ -275,28 +275,23 @@ impl Registry for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)
     }
+}
+
+#[async_trait]
+impl Registry for SqliteStore {
+    async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), BackendError> {
+        self.insert_devices(
+            devices,
+            " ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type,
+              location = excluded.location, status = excluded.status, fleet = excluded.fleet,
+              publish_interval_ms = excluded.publish_interval_ms, offline_after_ms = excluded.offline_after_ms",
+        )
+        .await
+    }
 
     async fn insert_missing_devices(&self, devices: &[DeviceRecord]) -> Result<(), BackendError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for chunk in devices.chunks(ROWS_PER_STATEMENT / 2) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT OR IGNORE INTO devices ({DEVICE_COLUMNS}) "));
-            insert.push_values(chunk, |mut row, d| {
-                row.push_bind(&d.device_id)
-                    .push_bind(&d.device_type)
-                    .push_bind(&d.location)
-                    .push_bind(&d.status)
-                    .push_bind(&d.fleet)
-                    .push_bind(d.publish_interval_ms)
-                    .push_bind(d.offline_after_ms);
-            });
-            insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        self.insert_devices(devices, " ON CONFLICT (device_id) DO NOTHING")
+            .await
     }
 
     async fn prune_fleet(&self, fleet: &str, keep: &[String]) -> Result<u64, BackendError> {

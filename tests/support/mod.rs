@@ -105,17 +105,18 @@ impl Up {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `mosquitto_pub` aimed at the embedded broker, at QoS 1.
+    fn mosquitto_pub(&self) -> Command {
+        let mut command = Command::new("mosquitto_pub");
+        let port = self.mqtt.port().to_string();
+        command.args(["-h", "127.0.0.1", "-p", &port, "-q", "1"]);
+        command
+    }
+
     /// Publishes one message at QoS 1 with `mosquitto_pub`.
     pub fn publish(&self, topic: &str, payload: &str) {
-        let status = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.mqtt.port().to_string(),
-                "-q",
-                "1",
-            ])
+        let status = self
+            .mosquitto_pub()
             .args(["-t", topic, "-m", payload])
             .status()
             .expect("run mosquitto_pub");
@@ -125,17 +126,9 @@ impl Up {
     /// Publishes many messages on one connection (`mosquitto_pub -l`: one per line).
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
         use std::io::Write;
-        let mut child = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.mqtt.port().to_string(),
-                "-q",
-                "1",
-                "-l",
-            ])
-            .args(["-t", topic])
+        let mut child = self
+            .mosquitto_pub()
+            .args(["-l", "-t", topic])
             .stdin(Stdio::piped())
             .spawn()
             .expect("run mosquitto_pub -l");
