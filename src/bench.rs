@@ -37,6 +37,8 @@ pub struct BenchConfig {
     pub latency_rate: f64,
     /// Seconds of the latency phase.
     pub latency_seconds: u64,
+    /// MQTT connections of the bridge under test.
+    pub bridge_connections: usize,
 }
 
 /// What the benchmark measured.
@@ -44,6 +46,8 @@ pub struct BenchConfig {
 pub struct BenchReport {
     /// Simulated devices.
     pub devices: usize,
+    /// MQTT connections of the bridge.
+    pub bridge_connections: usize,
     /// Readings the load generator published (QoS 1).
     pub published: u64,
     /// Of those, acknowledged by the broker.
@@ -114,6 +118,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     up_config.mqtt_addr = free_port()?;
     up_config.simulate = false;
     up_config.log_capacity = 200_000;
+    up_config.bridge_connections = config.bridge_connections;
     let platform = up::start(up_config).await?;
     let http_addr = platform.http_addr;
     let mqtt = platform.mqtt.clone();
@@ -199,6 +204,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     sorted.sort_by(f64::total_cmp);
     let report = BenchReport {
         devices: config.devices,
+        bridge_connections: config.bridge_connections,
         published,
         acknowledged,
         stored,
@@ -275,6 +281,10 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 pub fn print(report: &BenchReport) {
     eprintln!();
     eprintln!("  devices                        {}", report.devices);
+    eprintln!(
+        "  bridge connections             {}",
+        report.bridge_connections
+    );
     eprintln!("  published (QoS 1)              {}", report.published);
     eprintln!("  acknowledged by broker         {}", report.acknowledged);
     eprintln!("  stored                         {}", report.stored);

@@ -101,10 +101,12 @@ struct UpArgs {
     /// Largest accepted payload in bytes; larger ones are dead-lettered.
     #[arg(long, default_value_t = 16 * 1024, env = "SENSORFLEET_MAX_PAYLOAD_BYTES")]
     max_payload_bytes: usize,
-    /// MQTT connections the bridge spreads its shared subscription over: a broker allows
-    /// each a fixed window of unacknowledged messages, and the bridge acknowledges a batch
-    /// only once it is stored.
-    #[arg(long, default_value_t = 8, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
+    /// MQTT connections the bridge spreads a shared subscription over. More connections
+    /// mean bigger batches (a broker allows each connection a fixed window of messages
+    /// not yet acknowledged, and the bridge acknowledges only stored batches), but the
+    /// broker deals messages round-robin, so one device's readings may arrive out of order
+    /// by a few milliseconds, and a late reading does not move alert state.
+    #[arg(long, default_value_t = 1, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
     bridge_connections: usize,
 }
 
@@ -175,6 +177,9 @@ struct BenchArgs {
     /// Seconds of the latency phase.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
+    /// MQTT connections of the bridge under test (see `up --help`).
+    #[arg(long, default_value_t = 1)]
+    bridge_connections: usize,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -316,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 connections: args.connections,
                 latency_rate: args.latency_rate,
                 latency_seconds: args.latency_seconds,
+                bridge_connections: args.bridge_connections,
             })
             .await?;
             bench::print(&report);

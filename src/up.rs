@@ -81,7 +81,7 @@ impl UpConfig {
             retention: Duration::from_secs(7 * 86_400),
             log_capacity: 100_000,
             max_payload_bytes: Limits::default().max_payload_bytes,
-            bridge_connections: 8,
+            bridge_connections: 1,
         }
     }
 }
@@ -337,6 +337,15 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     });
     let rollup_task = tokio::spawn(rollups(store.clone(), config.retention));
 
+    // Nothing is subscribed until the bridge is: readings published before then would
+    // reach no one. Wait for it (bounded) before starting the simulator and saying "up".
+    let subscribed = wait_for(Duration::from_secs(15), || {
+        telemetry::BRIDGE_CONNECTED.get() == 1
+    })
+    .await;
+    if !subscribed {
+        warn!(mqtt = %mqtt, "the bridge is not subscribed yet; readings published now may be lost until it is");
+    }
     let mut simulator_stats = None;
     let mut simulator_task = None;
     if config.simulate {
@@ -429,6 +438,18 @@ impl Platform {
         }
         info!("SensorFleet stopped cleanly");
     }
+}
+
+/// Polls `ready` every 10 ms until it holds (true) or `limit` passes (false).
+async fn wait_for(limit: Duration, ready: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !ready() {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

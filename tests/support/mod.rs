@@ -53,7 +53,7 @@ pub struct Up {
 
 impl Up {
     /// Starts `up` with `args` after the addresses and data dir, and waits until
-    /// `/health/system` answers.
+    /// `/health/system` says healthy.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Up {
         let http = free_addr();
         let mqtt = free_addr();
@@ -80,8 +80,10 @@ impl Up {
         let mut client = HttpClient::new(http);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // Healthy includes "the bridge is subscribed": earlier readings would reach no one.
             if let Ok(response) = client.get("/health/system").await
                 && response.status == 200
+                && response.json()["status"] == "healthy"
             {
                 break;
             }

@@ -52,7 +52,7 @@ impl BridgeConfig {
             mqtt,
             client_id: "sensorfleet-bridge".to_owned(),
             filter: "sensors/+/+".to_owned(),
-            connections: 8,
+            connections: 1,
             batch_max: 4000,
             linger: Duration::from_millis(5),
             limits: Limits::default(),
@@ -289,7 +289,10 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(100);
-                telemetry::BRIDGE_CONNECTED.set(1);
+                // Receiving only once subscribed: with a session the broker kept, now.
+                if ack.session_present {
+                    telemetry::BRIDGE_CONNECTED.set(1);
+                }
                 if index == 0 {
                     info!(
                         session_present = ack.session_present,
@@ -309,6 +312,7 @@ async fn drive(
                     warn!(error = %e, "subscribing failed");
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => telemetry::BRIDGE_CONNECTED.set(1),
             Ok(_) => {}
             Err(e) => {
                 telemetry::BRIDGE_CONNECTED.set(0);
