@@ -12,7 +12,7 @@ export npm_config_cache ?= $(CACHE)/npm
 BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
 SHELL := /bin/bash
 
-.PHONY: up test deps build unit browser browser-run lint fmt bench openapi help
+.PHONY: up test deps services build unit browser browser-run lint fmt bench openapi help
 
 help:
 	@grep -E "^#   |^## " Makefile | sed -E "s/^#+ */  /"
@@ -21,6 +21,11 @@ help:
 deps:
 	scripts/install-deps base
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+
+## services: the real services the backend integration tests use (scripts/testenv;
+## idempotent: what already answers is left alone).
+services:
+	scripts/testenv up postgres
 
 ## build: the release binary.
 build:
@@ -31,8 +36,11 @@ up: build
 	$(BIN) up
 
 ## unit: every Rust test (pure units, the shared backend suites, the end-to-end tests).
+## The integration tests read the services' URLs from `scripts/testenv env`: run
+## `make services` first (`make test` does). Plain `cargo test` without the URLs skips
+## those suites, or fails them when CI is set.
 unit:
-	cargo test --release --locked --workspace
+	eval "$$(scripts/testenv env)" && cargo test --release --locked --workspace
 
 ## browser: headless Chromium loads the dashboard and sees live data arrive.
 browser: build browser-run
@@ -43,7 +51,7 @@ browser-run:
 ## test: everything, from a fresh machine. `cargo test` also builds the binary the
 ## browser test drives, so the release build happens once (a separate `cargo build`
 ## resolves dependency features without the dev-dependencies and would build twice).
-test: deps unit browser-run
+test: deps services unit browser-run
 
 ## lint: formatting and clippy, as CI of a reviewer would run them.
 lint:

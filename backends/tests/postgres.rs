@@ -1,0 +1,212 @@
+//! The PostgreSQL registry against a real server: the shared registry suite, plus what
+//! only this backend has (batches larger than one statement, the schema's length
+//! limits, connection errors).
+//!
+//! Reads `SENSORFLEET_TEST_POSTGRES_URL` (`scripts/testenv up postgres`, then
+//! `eval "$(scripts/testenv env)"`). Unset: skipped with a message, or a failure when
+//! `CI` is set, so CI never passes without having run it.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sensorfleet_backends::postgres::PostgresRegistry;
+use sensorfleet_backends::{BackendError, DeviceRecord, Registry, conformance};
+
+const URL_VAR: &str = "SENSORFLEET_TEST_POSTGRES_URL";
+
+/// The server's URL, or `None` (after saying so) when the test should be skipped.
+fn server_url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{URL_VAR} is not set, and CI is: the PostgreSQL tests must run in CI. \
+             Start the server with `scripts/testenv up postgres` and export the URL with \
+             `eval \"$(scripts/testenv env)\"` (make test does both)."
+        ),
+        _ => {
+            println!(
+                "SKIPPED: {URL_VAR} is not set; run `scripts/testenv up postgres` and \
+                 `eval \"$(scripts/testenv env)\"` to test against PostgreSQL"
+            );
+            None
+        }
+    }
+}
+
+/// A prefix no earlier run on the same database used: ids from different runs never
+/// collide, so the suite runs against a shared, non-empty database.
+fn unique_run(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("pg{tag}-{}-{nanos}", std::process::id())
+}
+
+async fn connect(url: &str) -> PostgresRegistry {
+    PostgresRegistry::connect(url, 4)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL: {e}"))
+}
+
+#[tokio::test]
+async fn postgres_passes_the_registry_suite() {
+    let Some(url) = server_url() else { return };
+    let registry = connect(&url).await;
+    assert_eq!(registry.name(), "postgres");
+    conformance::registry_suite(&registry, &unique_run("suite")).await;
+    // Connecting again finds the schema migrated and keeps the data.
+    let again = connect(&url).await;
+    assert!(!again.devices().await.expect("devices").is_empty());
+}
+
+#[tokio::test]
+async fn batches_span_several_statements_and_repeated_ids_resolve_like_single_writes() {
+    let Some(url) = server_url() else { return };
+    let registry = connect(&url).await;
+    let run = unique_run("batch");
+    let fleet = format!("{run}-fleet");
+    let device = |n: usize, location: &str| DeviceRecord {
+        device_id: format!("{run}-{n:05}"),
+        device_type: "humidity_sensor".to_owned(),
+        location: Some(location.to_owned()),
+        status: "active".to_owned(),
+        fleet: Some(fleet.clone()),
+        publish_interval_ms: Some(10_000),
+        offline_after_ms: None,
+    };
+    // 2500 rows (three statements), device 7 twice: the later one wins, as if written one by one.
+    let mut batch: Vec<DeviceRecord> = (0..2500).map(|n| device(n, "first")).collect();
+    batch.push(device(7, "second"));
+    registry.upsert_devices(&batch).await.expect("upsert");
+    let ours: Vec<DeviceRecord> = registry
+        .devices()
+        .await
+        .expect("devices")
+        .into_iter()
+        .filter(|d| d.fleet.as_deref() == Some(fleet.as_str()))
+        .collect();
+    assert_eq!(ours.len(), 2500);
+    assert!(
+        ours.windows(2).all(|w| w[0].device_id < w[1].device_id),
+        "sorted by id"
+    );
+    assert_eq!(ours[7].location.as_deref(), Some("second"));
+
+    // Seen-before-declared with repeats: the first wins, an existing row is kept.
+    let mut seen = device(9000, "seen-first");
+    seen.status = "unregistered".to_owned();
+    let mut seen_again = seen.clone();
+    seen_again.location = Some("seen-second".to_owned());
+    registry
+        .insert_missing_devices(&[seen, seen_again, device(1, "never")])
+        .await
+        .expect("insert missing");
+    let got = registry
+        .device(&format!("{run}-09000"))
+        .await
+        .expect("device")
+        .expect("present");
+    assert_eq!(got.location.as_deref(), Some("seen-first"));
+    let kept = registry
+        .device(&format!("{run}-00001"))
+        .await
+        .expect("device")
+        .expect("present");
+    assert_eq!(kept.location.as_deref(), Some("first"));
+
+    let keep: Vec<String> = (0..1200).map(|n| format!("{run}-{n:05}")).collect();
+    assert_eq!(
+        registry.prune_fleet(&fleet, &keep).await.expect("prune"),
+        1301,
+        "1300 undeclared plus the one seen before it was declared"
+    );
+
+    // Rule state: a save then a delete of one key in one batch leaves no row.
+    let key = (format!("{run}-00001"), "rule:x".to_owned());
+    registry
+        .save_rule_state(&[
+            (key.0.clone(), key.1.clone(), Some("{}".to_owned())),
+            (key.0.clone(), key.1.clone(), None),
+        ])
+        .await
+        .expect("save state");
+    assert!(
+        !registry
+            .load_rule_state()
+            .await
+            .expect("load")
+            .iter()
+            .any(|(d, s, _)| (d, s) == (&key.0, &key.1))
+    );
+
+    // Leave the shared database as we found it: an empty keep list empties the fleet.
+    assert_eq!(
+        registry.prune_fleet(&fleet, &[]).await.expect("prune all"),
+        1200
+    );
+}
+
+#[tokio::test]
+async fn the_longest_values_the_model_accepts_fit_the_schema() {
+    let Some(url) = server_url() else { return };
+    let registry = connect(&url).await;
+    let run = unique_run("long");
+    let device = DeviceRecord {
+        device_id: format!("{run}-{}", "x".repeat(128 - run.len() - 1)),
+        device_type: "t".repeat(64),
+        location: Some("l".repeat(100)),
+        status: "unregistered".to_owned(),
+        fleet: None,
+        publish_interval_ms: None,
+        offline_after_ms: None,
+    };
+    registry
+        .insert_missing_devices(std::slice::from_ref(&device))
+        .await
+        .expect("a 128-byte id, a 64-byte type and a 100-byte location are accepted");
+    assert_eq!(
+        registry
+            .device(&device.device_id)
+            .await
+            .expect("device")
+            .as_ref(),
+        Some(&device)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_as_unavailable_without_the_password() {
+    let started = Instant::now();
+    let result = PostgresRegistry::connect(
+        "postgres://sensorfleet:s3cret-pw@127.0.0.1:1/sensorfleet",
+        2,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let error = match result {
+        Ok(_) => panic!("connecting to port 1 succeeded"),
+        Err(e) => e,
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(error, BackendError::Unavailable { .. }),
+        "expected Unavailable, got {error:?}"
+    );
+    assert!(!message.contains("s3cret-pw"), "password leaked: {message}");
+    assert!(
+        message.contains("127.0.0.1:1"),
+        "names the server: {message}"
+    );
+    assert!(elapsed.as_secs() < 5, "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_rejected_without_the_password() {
+    let error =
+        match PostgresRegistry::connect("postgres://sf:s3cret-pw@127.0.0.1:notaport/db", 1).await {
+            Ok(_) => panic!("a malformed URL connected"),
+            Err(e) => e,
+        };
+    assert!(matches!(error, BackendError::Rejected { .. }), "{error:?}");
+    assert!(!error.to_string().contains("s3cret-pw"), "{error}");
+}
