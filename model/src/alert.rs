@@ -88,7 +88,8 @@ impl AlertPhase {
 /// `threshold`, `timestamp`) and what a person needs to act on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Stable id: `{device_id}/{source}/{started_ms}`, unique per firing.
+    /// Stable id: `{device_id}/{source}/{fired_ms}` (`source` is `rule:<name>` or the
+    /// detector's name), unique per episode; URL-encode it in paths.
     pub id: String,
     /// The device the alert is about.
     pub device_id: String,

@@ -923,16 +923,25 @@ pub fn describe_rule_alerts(alerts: &mut [Alert], rules: &[CompiledRule]) {
         alert.metric = Some(rule.metric.clone());
         alert.severity = rule.severity;
         alert.threshold = analytics::describe_threshold(&rule.threshold);
-        let verb = alert.state.as_str();
         let for_text = if rule.for_ms > 0 {
             format!(" for {}", format_duration_ms(rule.for_ms))
         } else {
             String::new()
         };
-        alert.message = format!(
-            "{}: {} {} outside {}{for_text} ({verb})",
-            alert.device_id, rule.metric, alert.value, alert.threshold
-        );
+        alert.message = match alert.state {
+            AlertPhase::Resolved => format!(
+                "{}: {} back to {} (limits {}); resolved",
+                alert.device_id, rule.metric, alert.value, alert.threshold
+            ),
+            state => format!(
+                "{}: {} {} outside {}{for_text} ({})",
+                alert.device_id,
+                rule.metric,
+                alert.value,
+                alert.threshold,
+                state.as_str()
+            ),
+        };
     }
 }
 

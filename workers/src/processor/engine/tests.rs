@@ -295,15 +295,24 @@ fn describe_rule_alerts_fills_in_the_rule() {
             "{}",
             alert.message
         );
-        assert!(alert.message.contains("10-30 for 30s"), "{}", alert.message);
     }
+    assert!(
+        fired.message.contains("outside 10-30 for 30s"),
+        "{}",
+        fired.message
+    );
+    assert!(
+        resolved.message.contains("back to 20 (limits 10-30)"),
+        "{}",
+        resolved.message
+    );
     assert!(
         fired.message.contains("36") && fired.message.ends_with("(firing)"),
         "{}",
         fired.message
     );
     assert!(
-        resolved.message.ends_with("(resolved)"),
+        resolved.message.ends_with("; resolved"),
         "{}",
         resolved.message
     );
