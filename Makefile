@@ -12,7 +12,7 @@ export npm_config_cache ?= $(CACHE)/npm
 BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
 SHELL := /bin/bash
 
-.PHONY: up test deps build unit browser browser-run lint fmt bench openapi help
+.PHONY: up test deps services build unit browser browser-run lint fmt bench openapi help
 
 help:
 	@grep -E "^#   |^## " Makefile | sed -E "s/^#+ */  /"
@@ -22,6 +22,10 @@ deps:
 	scripts/install-deps base
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 
+## services: the real backing services the integration tests need (scripts/testenv).
+services:
+	scripts/testenv up redis
+
 ## build: the release binary.
 build:
 	cargo build --release --locked
@@ -30,9 +34,10 @@ build:
 up: build
 	$(BIN) up
 
-## unit: every Rust test (pure units, the shared backend suites, the end-to-end tests).
-unit:
-	cargo test --release --locked --workspace
+## unit: every Rust test (pure units, the shared backend suites, against the services
+## too, the end-to-end tests). `testenv env` exports the services' URLs.
+unit: services
+	eval "$$(scripts/testenv env)" && cargo test --release --locked --workspace
 
 ## browser: headless Chromium loads the dashboard and sees live data arrive.
 browser: build browser-run
@@ -43,7 +48,7 @@ browser-run:
 ## test: everything, from a fresh machine. `cargo test` also builds the binary the
 ## browser test drives, so the release build happens once (a separate `cargo build`
 ## resolves dependency features without the dev-dependencies and would build twice).
-test: deps unit browser-run
+test: deps services unit browser-run
 
 ## lint: formatting and clippy, as CI of a reviewer would run them.
 lint:

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+use fred::types::{ClusterHash, CustomCommand};
 use sensorfleet_backends::cache::redis::RedisCache;
 use sensorfleet_backends::{BackendError, Cache, DeviceMetrics, LiveEvent};
 
@@ -33,22 +35,54 @@ fn unique_run() -> String {
     format!("t{}-{nanos}", std::process::id())
 }
 
+/// Deletes the keys a run left (the latest readings, lists and sets have no TTL), with
+/// `SCAN` so a shared server is never blocked. A failed test keeps its keys to look at.
+async fn remove_keys(url: &str, prefix: &str) {
+    let config = Config::from_url(url).expect("a Redis URL");
+    let client = Builder::from_config(config).build().expect("client");
+    client.init().await.expect("connect for cleanup");
+    let scan = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
+    let mut cursor = "0".to_owned();
+    loop {
+        let args = vec![
+            cursor,
+            "MATCH".into(),
+            format!("{prefix}*"),
+            "COUNT".into(),
+            "1000".into(),
+        ];
+        let (next, keys): (String, Vec<String>) =
+            client.custom(scan.clone(), args).await.expect("scan");
+        if !keys.is_empty() {
+            let _: i64 = client.del(keys).await.expect("del");
+        }
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    let _ = client.quit().await;
+}
+
 #[tokio::test]
 async fn redis_passes_the_cache_suite() {
     let Some(url) = redis_url() else { return };
     let run = unique_run();
-    let cache = RedisCache::connect_with_prefix(&url, &format!("sensorfleet-test:{run}:"))
+    let prefix = format!("sensorfleet-test:{run}:");
+    let cache = RedisCache::connect_with_prefix(&url, &prefix)
         .await
         .expect("connect to the test Redis");
     assert_eq!(cache.name(), "redis");
     sensorfleet_backends::conformance::cache_suite(&cache, &run).await;
+    remove_keys(&url, &prefix).await;
 }
 
 #[tokio::test]
 async fn redis_keeps_one_alert_entry_per_id_and_lists_metrics() {
     let Some(url) = redis_url() else { return };
     let run = unique_run();
-    let cache = RedisCache::connect_with_prefix(&url, &format!("sensorfleet-test:{run}:"))
+    let prefix = format!("sensorfleet-test:{run}:");
+    let cache = RedisCache::connect_with_prefix(&url, &prefix)
         .await
         .expect("connect");
     let mut live = cache.live();
@@ -114,6 +148,7 @@ async fn an_unreachable_redis_is_unavailable_and_names_the_url_without_password(
     match result {
         Err(e @ BackendError::Unavailable { .. }) => {
             let text = e.to_string();
+            eprintln!("as expected: {text}");
             assert!(text.contains("127.0.0.1:1"), "names the URL: {text}");
             assert!(!text.contains("hunter2"), "masks the password: {text}");
         }
