@@ -1,12 +1,12 @@
 //! SensorFleet's backends: one trait per concern, each with an embedded implementation
-//! (used by `sensorfleet up`) and, later, a production one chosen by URL.
+//! (used by `sensorfleet up`) and a production one chosen by URL (some still to come).
 //!
-//! | concern | trait | embedded |
-//! | --- | --- | --- |
-//! | event log between bridge and processor | [`EventLog`] | [`event_log::memory::MemoryLog`] |
-//! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] |
-//! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] |
-//! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] |
+//! | concern | trait | embedded | production |
+//! | --- | --- | --- | --- |
+//! | event log between bridge and processor | [`EventLog`] | [`event_log::memory::MemoryLog`] | |
+//! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] | |
+//! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | |
+//! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | [`cache::redis::RedisCache`] |
 
 pub mod cache;
 pub mod conformance;
