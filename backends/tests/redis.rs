@@ -140,6 +140,55 @@ async fn redis_keeps_one_alert_entry_per_id_and_lists_metrics() {
         cache.latest(&format!("{run}-none")).await.expect("get"),
         None
     );
+    remove_keys(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_caps_the_alert_list_and_its_index() {
+    let Some(url) = redis_url() else { return };
+    let run = unique_run();
+    let prefix = format!("sensorfleet-test:{run}:");
+    let cache = RedisCache::connect_with_prefix(&url, &prefix)
+        .await
+        .expect("connect");
+    let cap = sensorfleet_backends::cache::ALERT_LIST_CAP;
+    let alerts: Vec<sensorfleet_model::Alert> = (0..cap + 3)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("{run}-a{i}"), "device_id": format!("{run}-d"),
+                "alert_type": "threshold", "rule": "too-hot", "severity": "warning",
+                "state": "firing", "value": 35.0, "threshold": "10-30",
+                "timestamp": "2026-05-29T10:30:00.000Z",
+                "started_at": "2026-05-29T10:30:00.000Z", "message": "too hot"
+            }))
+            .expect("an alert")
+        })
+        .collect();
+    // One call, several script chunks, one round trip.
+    cache.push_alerts(&alerts).await.expect("push");
+    let listed = cache.alerts(cap + 10).await.expect("alerts");
+    assert_eq!(listed.len(), cap, "capped");
+    assert_eq!(listed[0].id, alerts[cap + 2].id, "newest first");
+    assert_eq!(
+        listed[cap - 1].id,
+        alerts[3].id,
+        "the oldest three were dropped"
+    );
+
+    let config = Config::from_url(&url).expect("a Redis URL");
+    let client = Builder::from_config(config).build().expect("client");
+    client.init().await.expect("connect");
+    let hlen = CustomCommand::new_static("HLEN", ClusterHash::FirstKey, false);
+    let indexed: usize = client
+        .custom(hlen, vec![format!("{prefix}alerts:by_id")])
+        .await
+        .expect("hlen");
+    assert_eq!(
+        indexed, cap,
+        "ids trimmed from the list leave the index too"
+    );
+    let _ = client.quit().await;
+    remove_keys(&url, &prefix).await;
 }
 
 #[tokio::test]
