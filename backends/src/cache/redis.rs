@@ -32,9 +32,10 @@
 //! keys, so this backend targets a single Redis server (or a primary with replicas), not
 //! Redis Cluster.
 //!
-//! No TLS: the `fred` dependency is built without its TLS features to keep the tree lean,
-//! so `rediss://` URLs are refused; Redis is expected on a trusted network (same pod
-//! network, or a TLS-terminating sidecar).
+//! No TLS: the `fred` dependency is built without its TLS features to keep the tree lean.
+//! `fred` would then connect to a `rediss://` URL in plain text, so [`RedisCache::connect`]
+//! refuses every scheme but `redis://` (and `valkey://`). Redis is expected on a trusted
+//! network (same pod network, or a TLS-terminating sidecar).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,7 +171,8 @@ impl RedisCache {
     /// Connects to `url` (`redis://[:password@]host:port[/db]`), subscribes to the live
     /// channel and starts the task that forwards it. Fails with
     /// [`BackendError::Unavailable`] (naming the URL, password masked) when Redis cannot be
-    /// reached, and with [`BackendError::Rejected`] for a URL that is not a Redis URL.
+    /// reached, and with [`BackendError::Rejected`] for a URL that is not a plain-TCP
+    /// Redis URL (`rediss://` included: this build has no TLS) or bad credentials.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
         Self::connect_with_prefix(url, "").await
     }
@@ -180,6 +182,19 @@ impl RedisCache {
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, BackendError> {
         let shown = mask_url(url);
         let at = |e: fred::error::Error| connect_error(&shown, url, e);
+        // fred without a TLS feature would connect to a `rediss://` URL in plain text
+        // (it only logs a warning), sending the password in the clear: refuse instead.
+        // Cluster, sentinel and unix-socket schemes are not built in either.
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("redis" | "valkey")) {
+            return Err(BackendError::Rejected {
+                backend: BACKEND,
+                detail: format!(
+                    "cannot connect to {shown}: only plain-TCP redis:// URLs are supported \
+                     (this build has no TLS, cluster or sentinel support)"
+                ),
+            });
+        }
         let config = Config::from_url(url).map_err(at)?;
         let mut builder = Builder::from_config(config);
         builder
@@ -699,6 +714,16 @@ mod tests {
         assert_eq!(mask_url("redis://s3cret@cache"), "redis://***@cache");
         assert_eq!(mask_url("redis://cache:6379"), "redis://cache:6379");
         assert_eq!(mask_url("redis://:s3cret@[::1"), "redis://***@[::1");
+    }
+
+    #[tokio::test]
+    async fn tls_urls_are_refused_not_downgraded() {
+        let Err(e) = RedisCache::connect("rediss://:s3cret@127.0.0.1:6379").await else {
+            panic!("connected over plain text to a rediss:// URL");
+        };
+        let text = e.to_string();
+        assert!(matches!(e, BackendError::Rejected { .. }), "{text}");
+        assert!(text.contains("TLS") && !text.contains("s3cret"), "{text}");
     }
 
     #[test]
