@@ -25,7 +25,7 @@ deps:
 ## services: the real services the backend integration tests use (scripts/testenv;
 ## idempotent: what already answers is left alone).
 services:
-	scripts/testenv up postgres
+	scripts/testenv up postgres redis
 
 ## build: the release binary.
 build:
@@ -35,11 +35,10 @@ build:
 up: build
 	$(BIN) up
 
-## unit: every Rust test (pure units, the shared backend suites, the end-to-end tests).
-## The integration tests read the services' URLs from `scripts/testenv env`: run
-## `make services` first (`make test` does). Plain `cargo test` without the URLs skips
-## those suites, or fails them when CI is set.
-unit:
+## unit: every Rust test (pure units, the shared backend suites against the real
+## services, the end-to-end tests). `testenv env` exports the services' URLs; plain
+## `cargo test` without them skips those suites, or fails them when CI is set.
+unit: services
 	eval "$$(scripts/testenv env)" && cargo test --release --locked --workspace
 
 ## browser: headless Chromium loads the dashboard and sees live data arrive.

@@ -6,7 +6,7 @@
 //! | event log between bridge and processor | [`EventLog`] | [`event_log::memory::MemoryLog`] | |
 //! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] | |
 //! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | [`postgres::PostgresRegistry`] |
-//! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | |
+//! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | [`cache::redis::RedisCache`] |
 
 pub mod cache;
 pub mod conformance;

@@ -3,6 +3,7 @@
 //! serves. Redis in production, in-memory embedded.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 use sensorfleet_model::{Alert, Reading};
