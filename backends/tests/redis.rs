@@ -64,14 +64,20 @@ async fn remove_keys(url: &str, prefix: &str) {
     let _ = client.quit().await;
 }
 
+/// A cache whose keys carry a prefix unique to this run, so runs never see each other.
+async fn connect_unique(url: &str) -> (RedisCache, String, String) {
+    let run = unique_run();
+    let prefix = format!("sensorfleet-test:{run}:");
+    let cache = RedisCache::connect_with_prefix(url, &prefix)
+        .await
+        .expect("connect to the test Redis");
+    (cache, run, prefix)
+}
+
 #[tokio::test]
 async fn redis_passes_the_cache_suite() {
     let Some(url) = redis_url() else { return };
-    let run = unique_run();
-    let prefix = format!("sensorfleet-test:{run}:");
-    let cache = RedisCache::connect_with_prefix(&url, &prefix)
-        .await
-        .expect("connect to the test Redis");
+    let (cache, run, prefix) = connect_unique(&url).await;
     assert_eq!(cache.name(), "redis");
     sensorfleet_backends::conformance::cache_suite(&cache, &run).await;
     remove_keys(&url, &prefix).await;
@@ -80,11 +86,7 @@ async fn redis_passes_the_cache_suite() {
 #[tokio::test]
 async fn redis_keeps_one_alert_entry_per_id_and_lists_metrics() {
     let Some(url) = redis_url() else { return };
-    let run = unique_run();
-    let prefix = format!("sensorfleet-test:{run}:");
-    let cache = RedisCache::connect_with_prefix(&url, &prefix)
-        .await
-        .expect("connect");
+    let (cache, run, prefix) = connect_unique(&url).await;
     let mut live = cache.live();
 
     let json = |state: &str, ts: &str| {
@@ -146,11 +148,7 @@ async fn redis_keeps_one_alert_entry_per_id_and_lists_metrics() {
 #[tokio::test]
 async fn redis_caps_the_alert_list_and_its_index() {
     let Some(url) = redis_url() else { return };
-    let run = unique_run();
-    let prefix = format!("sensorfleet-test:{run}:");
-    let cache = RedisCache::connect_with_prefix(&url, &prefix)
-        .await
-        .expect("connect");
+    let (cache, run, prefix) = connect_unique(&url).await;
     let cap = sensorfleet_backends::cache::ALERT_LIST_CAP;
     let alerts: Vec<sensorfleet_model::Alert> = (0..cap + 3)
         .map(|i| {

@@ -404,6 +404,20 @@ async fn queue_eval(
     pipeline.custom(eval, command).await.map_err(map_error)
 }
 
+/// Queues the live events after a batch's writes, then sends the whole pipeline: one
+/// round trip per call.
+async fn publish_and_send(
+    pipeline: &Pipeline<Client>,
+    channel: &str,
+    events: Vec<String>,
+) -> Result<(), BackendError> {
+    for event in events {
+        let _: () = pipeline.publish(channel, event).await.map_err(map_error)?;
+    }
+    let _: Value = pipeline.all().await.map_err(map_error)?;
+    Ok(())
+}
+
 fn decode_error(key: &str, e: &serde_json::Error) -> BackendError {
     BackendError::Rejected {
         backend: BACKEND,
@@ -441,14 +455,7 @@ impl Cache for RedisCache {
             queue_eval(&pipeline, PUT_LATEST_SCRIPT, keys, args).await?;
         }
         // After the writes: a live client that reacts by reading `latest` sees it.
-        for event in events {
-            let _: () = pipeline
-                .publish(self.channel.as_str(), event)
-                .await
-                .map_err(map_error)?;
-        }
-        let _: Value = pipeline.all().await.map_err(map_error)?;
-        Ok(())
+        publish_and_send(&pipeline, &self.channel, events).await
     }
 
     async fn latest(&self, device_id: &str) -> Result<Option<Reading>, BackendError> {
@@ -612,14 +619,7 @@ impl Cache for RedisCache {
             }
             queue_eval(&pipeline, PUSH_ALERTS_SCRIPT, keys.clone(), args).await?;
         }
-        for event in events {
-            let _: () = pipeline
-                .publish(self.channel.as_str(), event)
-                .await
-                .map_err(map_error)?;
-        }
-        let _: Value = pipeline.all().await.map_err(map_error)?;
-        Ok(())
+        publish_and_send(&pipeline, &self.channel, events).await
     }
 
     async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, BackendError> {
