@@ -446,3 +446,58 @@ async fn firing_alert_survives_a_restart_without_refiring() {
     let mut api = up.client();
     assert_eq!(alerts_of(&mut api, "lab-temp-2").await.len(), 1);
 }
+
+/// `--mqtt-url` points `up` at an external broker — Eclipse Mosquitto, started here on a
+/// free port — and then starts none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_uses_an_external_mosquitto_broker() {
+    if !require_tool("mosquitto", "mosquitto")
+        || !require_tool("mosquitto_pub", "mosquitto-clients")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = support::free_addr().port();
+    let config = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
+    )
+    .expect("write mosquitto.conf");
+    let broker = support::Broker::start(&config, port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let up = Up::start(
+        dir.path(),
+        &["--no-simulator", "-f", FLEET, "--mqtt-url", &url],
+    )
+    .await;
+    assert!(
+        !up.log_text().contains("embedded MQTT broker listening"),
+        "no embedded broker with --mqtt-url: {}",
+        up.log_text()
+    );
+    let ts = now_ms() - 1000;
+    broker.publish(
+        "sensors/temperature_sensor/lab-temp-3",
+        &reading("lab-temp-3", ts, 23.25),
+    );
+    let latest = eventually(10, "the reading sent through Mosquitto", || {
+        let mut api = up.client();
+        async move {
+            let (status, body) = get_json(&mut api, "/api/device/lab-temp-3/latest").await;
+            (status == 200).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(latest["temperature"], 23.25);
+    assert_eq!(latest["timestamp"], format_ts(ts));
+    let (_, services) = get_json(&mut up.client(), "/health/services").await;
+    let mqtt = services["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "mqtt").cloned())
+        .expect("an mqtt entry");
+    assert_eq!(
+        (mqtt["backend"].as_str(), mqtt["status"].as_str()),
+        (Some("external"), Some("up"))
+    );
+}

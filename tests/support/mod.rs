@@ -31,6 +31,14 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     false
 }
 
+/// `mosquitto_pub` aimed at a broker on this machine's `port`, at QoS 1.
+fn mosquitto_pub(port: u16) -> Command {
+    let mut command = Command::new("mosquitto_pub");
+    let port = port.to_string();
+    command.args(["-h", "127.0.0.1", "-p", &port, "-q", "1"]);
+    command
+}
+
 /// A free loopback port.
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -109,10 +117,7 @@ impl Up {
 
     /// `mosquitto_pub` aimed at the embedded broker, at QoS 1.
     fn mosquitto_pub(&self) -> Command {
-        let mut command = Command::new("mosquitto_pub");
-        let port = self.mqtt.port().to_string();
-        command.args(["-h", "127.0.0.1", "-p", &port, "-q", "1"]);
-        command
+        mosquitto_pub(self.mqtt.port())
     }
 
     /// Publishes one message at QoS 1 with `mosquitto_pub`.
@@ -168,6 +173,50 @@ impl Drop for Up {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A Mosquitto broker of the test's own, stopped when dropped.
+pub struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    /// Starts `mosquitto -c config` and waits until it accepts connections on `port`.
+    pub fn start(config: &Path, port: u16) -> Broker {
+        let child = Command::new("mosquitto")
+            .args(["-c", &config.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let broker = Broker { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    /// Publishes one message at QoS 1 with `mosquitto_pub`.
+    pub fn publish(&self, topic: &str, payload: &str) {
+        let status = mosquitto_pub(self.port)
+            .args(["-t", topic, "-m", payload])
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub failed for {topic}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
