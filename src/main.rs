@@ -105,8 +105,9 @@ struct UpArgs {
     /// mean bigger batches (a broker allows each connection a fixed window of messages
     /// not yet acknowledged, and the bridge acknowledges only stored batches), but the
     /// broker deals messages round-robin, so one device's readings may arrive out of order
-    /// by a few milliseconds, and a late reading does not move alert state.
-    #[arg(long, default_value_t = 1, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
+    /// by a few milliseconds, and a late reading does not move alert state. 1 keeps strict
+    /// per-device order.
+    #[arg(long, default_value_t = 8, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
     bridge_connections: usize,
 }
 
@@ -178,7 +179,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
     /// MQTT connections of the bridge under test (see `up --help`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 8)]
     bridge_connections: usize,
 }
 

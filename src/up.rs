@@ -81,7 +81,7 @@ impl UpConfig {
             retention: Duration::from_secs(7 * 86_400),
             log_capacity: 100_000,
             max_payload_bytes: Limits::default().max_payload_bytes,
-            bridge_connections: 1,
+            bridge_connections: 8,
         }
     }
 }

@@ -52,7 +52,7 @@ impl BridgeConfig {
             mqtt,
             client_id: "sensorfleet-bridge".to_owned(),
             filter: "sensors/+/+".to_owned(),
-            connections: 1,
+            connections: 8,
             batch_max: 4000,
             linger: Duration::from_millis(5),
             limits: Limits::default(),
