@@ -2,6 +2,7 @@
 //! for the live feed.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -21,6 +22,8 @@ const LIVE_BUFFER: usize = 4096;
 pub struct MemoryCache {
     latest: RwLock<HashMap<String, Arc<Reading>>>,
     metrics: RwLock<HashMap<String, (DeviceMetrics, i64)>>,
+    /// When expired metrics were last swept out, unix milliseconds.
+    metrics_swept_ms: AtomicI64,
     alerts: RwLock<VecDeque<Alert>>,
     dashboard: RwLock<Option<(DashboardCounters, i64)>>,
     live: broadcast::Sender<LiveEvent>,
@@ -31,6 +34,7 @@ impl Default for MemoryCache {
         Self {
             latest: RwLock::default(),
             metrics: RwLock::default(),
+            metrics_swept_ms: AtomicI64::new(0),
             alerts: RwLock::default(),
             dashboard: RwLock::default(),
             live: broadcast::channel(LIVE_BUFFER).0,
@@ -88,9 +92,11 @@ impl Cache for MemoryCache {
                 (m.clone(), now_ms + DEVICE_METRICS_TTL_MS),
             );
         }
-        // Expired entries would otherwise stay forever for devices that went away.
-        if stored.len() > 1024 && now_ms % 64 == 0 {
+        // Expired entries would otherwise stay forever for devices that went away; one
+        // sweep per TTL bounds the map to the devices seen within two TTLs.
+        if now_ms - self.metrics_swept_ms.load(Ordering::Relaxed) >= DEVICE_METRICS_TTL_MS {
             stored.retain(|_, (_, expires)| *expires > now_ms);
+            self.metrics_swept_ms.store(now_ms, Ordering::Relaxed);
         }
         Ok(())
     }
