@@ -1,17 +1,30 @@
-//! The embedded event log: one bounded in-process queue per topic.
+//! The embedded event log: one bounded in-process log per topic, with consumer groups.
 //!
-//! `Readings` applies back-pressure: an append waits while `capacity` records are
-//! appended but not yet committed by the consumer, so memory stays bounded and a slow
-//! processor slows the bridge, which slows MQTT acknowledgements. `Alerts` and
-//! `DeadLetter` have no consumer embedded; they keep the newest `capacity` records for
-//! inspection ([`MemoryLog::recent`]) and never block.
+//! Each topic is a single partition holding at most `capacity` records. Every consumer
+//! group has a committed offset; a consumer reads from it, so whatever a group polled but
+//! did not commit is delivered again to the group's next consumer (at-least-once, as with
+//! Kafka). A group that joins late starts at the oldest record still held (Kafka's
+//! `auto.offset.reset=earliest`).
+//!
+//! When full, the topics differ, as their roles do:
+//! - `Readings` applies back-pressure: an append waits while `capacity` records are not
+//!   yet committed by every group that ever subscribed, so memory stays bounded and a
+//!   slow processor slows the bridge, which slows MQTT acknowledgements. Records every
+//!   group committed are kept (for late groups) until newer ones need the room.
+//! - `Alerts` and `DeadLetter` never block: they keep the newest `capacity` records, and
+//!   a group that fell further behind skips what was dropped, as a Kafka consumer does
+//!   past retention. [`MemoryLog::recent`] reads them without a consumer.
+//!
+//! A group has one consumer at a time: the log is one partition, and a second member
+//! would only idle in Kafka too, so it is refused with a clear error instead.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use super::{Delivery, EventLog, LogConsumer, Record, Topic};
 use crate::BackendError;
@@ -20,78 +33,148 @@ const BACKEND: &str = "embedded event log";
 
 /// The embedded event log.
 pub struct MemoryLog {
-    readings: Arc<Queue>,
-    alerts: Mutex<Ring>,
-    dead_letters: Mutex<Ring>,
+    readings: Arc<TopicLog>,
+    alerts: Arc<TopicLog>,
+    dead_letters: Arc<TopicLog>,
 }
 
-struct Queue {
-    records: Mutex<QueueState>,
+/// What a full topic does with the next append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Wait until the slowest group commits.
+    Wait,
+    /// Drop the oldest record, committed or not.
+    DropOldest,
+}
+
+struct TopicLog {
+    state: Mutex<TopicState>,
+    /// Woken (all waiters) when records are appended.
     readable: Notify,
-    space: Semaphore,
+    /// Woken (all waiters) when a commit may have made room.
+    space: Notify,
     capacity: usize,
+    when_full: WhenFull,
 }
 
 #[derive(Default)]
-struct QueueState {
-    records: VecDeque<Delivery>,
-    next_offset: u64,
-    subscribed: bool,
-}
-
-struct Ring {
+struct TopicState {
+    /// Records from offset `base` on.
     records: VecDeque<Record>,
-    capacity: usize,
+    base: u64,
+    groups: HashMap<String, Group>,
 }
 
-impl Ring {
-    fn push(&mut self, records: Vec<Record>) {
-        for record in records {
-            if self.records.len() == self.capacity {
-                self.records.pop_front();
+struct Group {
+    committed: u64,
+    has_member: bool,
+}
+
+impl TopicState {
+    fn next_offset(&self) -> u64 {
+        self.base + self.records.len() as u64
+    }
+
+    /// The oldest offset some group has not committed; with no group yet, the oldest
+    /// record held (nothing is committed, so nothing may go).
+    fn floor(&self) -> u64 {
+        self.groups
+            .values()
+            .map(|g| g.committed)
+            .min()
+            .unwrap_or(self.base)
+            .max(self.base)
+    }
+
+    fn uncommitted(&self) -> usize {
+        usize::try_from(self.next_offset() - self.floor()).unwrap_or(usize::MAX)
+    }
+
+    fn drop_oldest(&mut self) {
+        if self.records.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+}
+
+impl TopicLog {
+    fn new(capacity: usize, when_full: WhenFull) -> Self {
+        Self {
+            state: Mutex::new(TopicState::default()),
+            readable: Notify::new(),
+            space: Notify::new(),
+            capacity,
+            when_full,
+        }
+    }
+
+    /// Appends what fits now and returns how many records were taken.
+    fn push(&self, records: &[Record]) -> usize {
+        let mut state = lock(&self.state);
+        let room = match self.when_full {
+            WhenFull::DropOldest => records.len(),
+            WhenFull::Wait => self.capacity.saturating_sub(state.uncommitted()),
+        };
+        let taken = room.min(records.len());
+        for record in &records[..taken] {
+            if state.records.len() == self.capacity {
+                // Under `Wait` the oldest is committed by every group (room > 0 said so).
+                state.drop_oldest();
             }
-            self.records.push_back(record);
+            state.records.push_back(record.clone());
+        }
+        drop(state);
+        if taken > 0 {
+            self.readable.notify_waiters();
+        }
+        taken
+    }
+
+    async fn append(&self, records: &[Record]) {
+        let mut rest = records;
+        while !rest.is_empty() {
+            // Registered before looking, so a commit in between still wakes us.
+            let mut space = pin!(self.space.notified());
+            space.as_mut().enable();
+            rest = &rest[self.push(rest)..];
+            if !rest.is_empty() {
+                space.await;
+            }
         }
     }
 }
 
 impl MemoryLog {
-    /// A log holding at most `capacity` uncommitted readings (at least 1).
+    /// A log holding at most `capacity` records per topic (at least 1); for readings, at
+    /// most `capacity` not yet committed by every consumer group.
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
-        let ring = || {
-            Mutex::new(Ring {
-                records: VecDeque::new(),
-                capacity,
-            })
-        };
+        let capacity = capacity.max(1);
         Self {
-            readings: Arc::new(Queue {
-                records: Mutex::new(QueueState::default()),
-                readable: Notify::new(),
-                space: Semaphore::new(capacity),
-                capacity,
-            }),
-            alerts: ring(),
-            dead_letters: ring(),
+            readings: Arc::new(TopicLog::new(capacity, WhenFull::Wait)),
+            alerts: Arc::new(TopicLog::new(capacity, WhenFull::DropOldest)),
+            dead_letters: Arc::new(TopicLog::new(capacity, WhenFull::DropOldest)),
         }
     }
 
-    /// The newest `limit` records of `Alerts` or `DeadLetter`, oldest first.
-    pub fn recent(&self, topic: Topic, limit: usize) -> Vec<Record> {
-        let ring = match topic {
-            Topic::Readings => return Vec::new(),
+    fn topic(&self, topic: Topic) -> &Arc<TopicLog> {
+        match topic {
+            Topic::Readings => &self.readings,
             Topic::Alerts => &self.alerts,
             Topic::DeadLetter => &self.dead_letters,
-        };
-        let ring = lock(ring);
-        let skip = ring.records.len().saturating_sub(limit);
-        ring.records.iter().skip(skip).cloned().collect()
+        }
     }
 
-    /// Readings appended but not yet committed.
+    /// The newest `limit` records the log still holds for `topic`, oldest first.
+    pub fn recent(&self, topic: Topic, limit: usize) -> Vec<Record> {
+        let state = lock(&self.topic(topic).state);
+        let skip = state.records.len().saturating_sub(limit);
+        state.records.iter().skip(skip).cloned().collect()
+    }
+
+    /// Readings appended but not yet committed by every consumer group (all readings
+    /// held, before any group subscribed).
     pub fn backlog(&self) -> usize {
-        self.readings.capacity - self.readings.space.available_permits()
+        lock(&self.readings.state).uncommitted()
     }
 }
 
@@ -105,59 +188,40 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait]
 impl EventLog for MemoryLog {
     async fn append(&self, topic: Topic, records: Vec<Record>) -> Result<(), BackendError> {
-        match topic {
-            Topic::Alerts => lock(&self.alerts).push(records),
-            Topic::DeadLetter => lock(&self.dead_letters).push(records),
-            Topic::Readings => {
-                let queue = &self.readings;
-                for chunk in records.chunks(queue.capacity) {
-                    let permits = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-                    queue
-                        .space
-                        .acquire_many(permits)
-                        .await
-                        .map_err(|_| BackendError::Closed(BACKEND))?
-                        .forget();
-                    let mut state = lock(&queue.records);
-                    for record in chunk {
-                        let offset = state.next_offset;
-                        state.next_offset += 1;
-                        state.records.push_back(Delivery {
-                            partition: 0,
-                            offset,
-                            record: record.clone(),
-                        });
-                    }
-                    drop(state);
-                    queue.readable.notify_one();
-                }
-            }
-        }
+        self.topic(topic).append(&records).await;
         Ok(())
     }
 
     async fn subscribe(
         &self,
         topic: Topic,
-        _group: &str,
+        group: &str,
     ) -> Result<Box<dyn LogConsumer>, BackendError> {
-        if topic != Topic::Readings {
+        let log = Arc::clone(self.topic(topic));
+        let mut state = lock(&log.state);
+        let base = state.base;
+        let entry = state.groups.entry(group.to_owned()).or_insert(Group {
+            committed: base,
+            has_member: false,
+        });
+        if entry.has_member {
             return Err(BackendError::Rejected {
                 backend: BACKEND,
-                detail: format!("{} has no consumers when embedded", topic.default_name()),
+                detail: format!(
+                    "group {group} already has a consumer of {}; the embedded log serves \
+                     one per group (run Kafka for more)",
+                    topic.default_name()
+                ),
             });
         }
-        let mut state = lock(&self.readings.records);
-        if state.subscribed {
-            return Err(BackendError::Rejected {
-                backend: BACKEND,
-                detail: "the embedded log serves one consumer; run Kafka for more".into(),
-            });
-        }
-        state.subscribed = true;
+        entry.has_member = true;
+        // Where the group's last consumer committed, or past what was dropped since.
+        let position = entry.committed.max(base);
+        drop(state);
         Ok(Box::new(MemoryConsumer {
-            queue: Arc::clone(&self.readings),
-            uncommitted: 0,
+            log,
+            group: group.to_owned(),
+            position,
         }))
     }
 
@@ -167,46 +231,72 @@ impl EventLog for MemoryLog {
 }
 
 struct MemoryConsumer {
-    queue: Arc<Queue>,
-    uncommitted: usize,
+    log: Arc<TopicLog>,
+    group: String,
+    /// The next offset to read; everything before it was polled.
+    position: u64,
 }
 
 impl MemoryConsumer {
     fn take(&mut self, max: usize) -> Vec<Delivery> {
-        let mut state = lock(&self.queue.records);
-        let n = max.min(state.records.len());
-        self.uncommitted += n;
-        state.records.drain(..n).collect()
+        let state = lock(&self.log.state);
+        // Records dropped from a non-blocking topic before we read them are skipped.
+        self.position = self.position.max(state.base);
+        let start = usize::try_from(self.position - state.base).unwrap_or(usize::MAX);
+        let batch: Vec<Delivery> = state
+            .records
+            .iter()
+            .skip(start)
+            .take(max)
+            .zip(self.position..)
+            .map(|(record, offset)| Delivery {
+                partition: 0,
+                offset,
+                record: record.clone(),
+            })
+            .collect();
+        self.position += batch.len() as u64;
+        batch
     }
 }
 
 #[async_trait]
 impl LogConsumer for MemoryConsumer {
     async fn poll(&mut self, max: usize, wait_ms: u64) -> Result<Vec<Delivery>, BackendError> {
-        let batch = self.take(max);
-        if !batch.is_empty() || wait_ms == 0 {
-            return Ok(batch);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        let log = Arc::clone(&self.log);
+        loop {
+            // Registered before looking, so an append in between still wakes us.
+            let mut readable = pin!(log.readable.notified());
+            readable.as_mut().enable();
+            let batch = self.take(max);
+            if !batch.is_empty() || max == 0 {
+                return Ok(batch);
+            }
+            if tokio::time::timeout_at(deadline, readable).await.is_err() {
+                return Ok(Vec::new());
+            }
         }
-        // notify_one stores a permit when nobody waits, so a record appended between
-        // take() and here still wakes us.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(wait_ms),
-            self.queue.readable.notified(),
-        )
-        .await;
-        Ok(self.take(max))
     }
 
     async fn commit(&mut self) -> Result<(), BackendError> {
-        self.queue.space.add_permits(self.uncommitted);
-        self.uncommitted = 0;
+        let mut state = lock(&self.log.state);
+        if let Some(group) = state.groups.get_mut(&self.group) {
+            group.committed = group.committed.max(self.position);
+        }
+        drop(state);
+        self.log.space.notify_waiters();
         Ok(())
     }
 }
 
 impl Drop for MemoryConsumer {
     fn drop(&mut self) {
-        lock(&self.queue.records).subscribed = false;
+        // What was polled and not committed stays uncommitted: the group's next
+        // consumer starts from the committed offset and gets it again.
+        if let Some(group) = lock(&self.log.state).groups.get_mut(&self.group) {
+            group.has_member = false;
+        }
     }
 }
 
@@ -220,6 +310,10 @@ mod tests {
             payload: key.as_bytes().to_vec(),
             headers: vec![],
         }
+    }
+
+    fn keys(batch: &[Delivery]) -> Vec<&str> {
+        batch.iter().map(|d| d.record.key.as_str()).collect()
     }
 
     #[tokio::test]
@@ -236,8 +330,7 @@ mod tests {
             tokio::spawn(async move { log.append(Topic::Readings, vec![record("d")]).await })
         };
         let batch = consumer.poll(10, 100).await.unwrap();
-        let keys: Vec<_> = batch.iter().map(|d| d.record.key.as_str()).collect();
-        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(keys(&batch), ["a", "b", "c"]);
         assert_eq!(batch[2].offset, 2);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
@@ -248,25 +341,68 @@ mod tests {
         consumer.commit().await.unwrap();
         writer.await.unwrap().unwrap();
         let batch = consumer.poll(10, 1000).await.unwrap();
-        assert_eq!(batch.len(), 1);
-        assert_eq!(batch[0].record.key, "d");
+        assert_eq!(keys(&batch), ["d"]);
         assert_eq!(batch[0].offset, 3);
     }
 
     #[tokio::test]
-    async fn poll_times_out_empty() {
+    async fn the_slowest_group_holds_the_writer() {
+        let log = Arc::new(MemoryLog::new(2));
+        let mut fast = log.subscribe(Topic::Readings, "fast").await.unwrap();
+        let _slow = log.subscribe(Topic::Readings, "slow").await.unwrap();
+        log.append(Topic::Readings, vec![record("a"), record("b")])
+            .await
+            .unwrap();
+        assert_eq!(fast.poll(10, 100).await.unwrap().len(), 2);
+        fast.commit().await.unwrap();
+        assert_eq!(log.backlog(), 2, "the slow group has committed nothing");
+        let append = log.append(Topic::Readings, vec![record("c")]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), append)
+                .await
+                .is_err(),
+            "full for the slow group"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_late_group_starts_at_the_oldest_record_held() {
+        let log = MemoryLog::new(2);
+        let mut first = log.subscribe(Topic::Readings, "first").await.unwrap();
+        for key in ["a", "b", "c"] {
+            log.append(Topic::Readings, vec![record(key)])
+                .await
+                .unwrap();
+            first.poll(10, 100).await.unwrap();
+            first.commit().await.unwrap();
+        }
+        let mut late = log.subscribe(Topic::Readings, "late").await.unwrap();
+        let batch = late.poll(10, 100).await.unwrap();
+        assert_eq!(
+            keys(&batch),
+            ["b", "c"],
+            "committed records stay while there is room"
+        );
+        assert_eq!(batch[0].offset, 1);
+    }
+
+    #[tokio::test]
+    async fn poll_times_out_empty_and_a_group_has_one_consumer() {
         let log = MemoryLog::new(3);
         let mut consumer = log.subscribe(Topic::Readings, "g").await.unwrap();
         assert!(consumer.poll(10, 20).await.unwrap().is_empty());
         assert!(
             log.subscribe(Topic::Readings, "g").await.is_err(),
-            "one consumer only"
+            "one consumer per group"
         );
+        drop(consumer);
+        assert!(log.subscribe(Topic::Readings, "g").await.is_ok());
     }
 
     #[tokio::test]
-    async fn dead_letters_keep_the_newest() {
+    async fn dead_letters_keep_the_newest_and_lagging_groups_skip() {
         let log = MemoryLog::new(2);
+        let mut consumer = log.subscribe(Topic::DeadLetter, "g").await.unwrap();
         log.append(
             Topic::DeadLetter,
             vec![record("a"), record("b"), record("c")],
@@ -280,5 +416,8 @@ mod tests {
             .collect();
         assert_eq!(kept, ["b", "c"]);
         assert_eq!(log.recent(Topic::DeadLetter, 1)[0].key, "c");
+        let batch = consumer.poll(10, 100).await.unwrap();
+        assert_eq!(keys(&batch), ["b", "c"]);
+        assert_eq!(batch[0].offset, 1);
     }
 }
