@@ -5,6 +5,7 @@
 //! commits only after its sinks have flushed: what was polled but not committed is
 //! delivered again after a restart (at-least-once), which the idempotent stores absorb.
 
+pub mod kafka;
 pub mod memory;
 
 use async_trait::async_trait;
