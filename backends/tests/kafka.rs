@@ -300,11 +300,33 @@ async fn measure_throughput() {
     let total = BATCHES * BATCH;
     let bytes: usize = batches[0].iter().map(|r| r.payload.len()).sum::<usize>() / BATCH;
 
+    // One appender, a batch at a time (each waits for its acks), then four at once (the
+    // bridge runs several flushes concurrently).
+    let (sequential, concurrent) = batches.split_at(BATCHES / 2);
     let started = Instant::now();
-    for batch in batches {
-        log.append(Topic::Readings, batch).await.expect("append");
+    for batch in sequential {
+        log.append(Topic::Readings, batch.clone())
+            .await
+            .expect("append");
     }
     let append = started.elapsed();
+    let log = std::sync::Arc::new(log);
+    let started = Instant::now();
+    let appenders: Vec<_> = concurrent
+        .chunks(concurrent.len() / 4)
+        .map(|chunk| {
+            let (log, chunk) = (std::sync::Arc::clone(&log), chunk.to_vec());
+            tokio::spawn(async move {
+                for batch in chunk {
+                    log.append(Topic::Readings, batch).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    for appender in appenders {
+        appender.await.expect("appender");
+    }
+    let append_concurrent = started.elapsed();
 
     let mut consumer = log
         .subscribe(Topic::Readings, &format!("{run}-g"))
@@ -323,10 +345,16 @@ async fn measure_throughput() {
     }
     let consume = started.elapsed();
     assert_eq!(received, total);
+    let half = total / 2;
     println!(
-        "kafka append: {total} records of {bytes} B in {BATCHES} batches of {BATCH}: \
+        "kafka append, one appender: {half} records of {bytes} B in batches of {BATCH}: \
          {:.0} records/s ({append:.2?})",
-        total as f64 / append.as_secs_f64()
+        half as f64 / append.as_secs_f64()
+    );
+    println!(
+        "kafka append, four appenders: {half} records of {bytes} B in batches of {BATCH}: \
+         {:.0} records/s ({append_concurrent:.2?})",
+        half as f64 / append_concurrent.as_secs_f64()
     );
     println!(
         "kafka poll+commit (batches of up to {BATCH}, commit after each): {:.0} records/s \
