@@ -190,6 +190,93 @@ async fn a_dead_letter_comes_back_with_its_reason() {
     delete_topics(&log).await;
 }
 
+/// Polls `consumer` (up to 60 s) until `done` says it has enough.
+async fn poll_until(
+    consumer: &mut dyn sensorfleet_backends::LogConsumer,
+    got: &mut Vec<sensorfleet_backends::Delivery>,
+    done: impl Fn(&[sensorfleet_backends::Delivery]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(got) && Instant::now() < deadline {
+        got.extend(consumer.poll(100, 200).await.expect("poll"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_never_commits_a_partition_it_lost() {
+    let Some(url) = broker_url() else { return };
+    let run = unique_run("rebalance");
+    let log = connect(&url, &run, 2).await;
+    let group = format!("{run}-g");
+    // Twenty devices: both partitions get some (all in one would be a 1 in 2^19 chance).
+    let records: Vec<Record> = (0..20)
+        .map(|i| Record {
+            key: format!("dev-{i}"),
+            payload: format!("{i}").into_bytes(),
+            headers: Vec::new(),
+        })
+        .collect();
+    log.append(Topic::Readings, records).await.expect("append");
+
+    let mut first = log
+        .subscribe(Topic::Readings, &group)
+        .await
+        .expect("subscribe");
+    let mut polled = Vec::new();
+    poll_until(first.as_mut(), &mut polled, |got| got.len() >= 20).await;
+    assert_eq!(polled.len(), 20, "the only consumer gets everything");
+
+    // A second consumer joins: the first loses a partition (and, eagerly, gets the other
+    // back). Both poll so the rebalance is served on each.
+    let mut second = log
+        .subscribe(Topic::Readings, &group)
+        .await
+        .expect("subscribe");
+    let mut taken_over = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taken_over.is_empty() && Instant::now() < deadline {
+        first.poll(100, 100).await.expect("poll");
+        taken_over.extend(second.poll(100, 100).await.expect("poll"));
+    }
+    assert!(
+        !taken_over.is_empty(),
+        "the second consumer got a partition"
+    );
+    let lost = taken_over[0].partition;
+    assert!(taken_over.iter().all(|d| d.partition == lost));
+
+    // The first consumer commits what it polled: never the partition it lost.
+    first.commit().await.expect("commit");
+    drop(first);
+    drop(second);
+
+    // Nobody committed the lost partition, so a new consumer gets all of it again.
+    let mut third = log
+        .subscribe(Topic::Readings, &group)
+        .await
+        .expect("subscribe");
+    let want: Vec<u64> = polled
+        .iter()
+        .filter(|d| d.partition == lost)
+        .map(|d| d.offset)
+        .collect();
+    let mut again = Vec::new();
+    poll_until(third.as_mut(), &mut again, |got| {
+        got.iter().filter(|d| d.partition == lost).count() >= want.len()
+    })
+    .await;
+    let redelivered: Vec<u64> = again
+        .iter()
+        .filter(|d| d.partition == lost)
+        .map(|d| d.offset)
+        .collect();
+    assert_eq!(
+        redelivered, want,
+        "partition {lost}: what the first consumer polled before losing it is delivered again"
+    );
+    delete_topics(&log).await;
+}
+
 /// A port nothing listens on.
 fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
