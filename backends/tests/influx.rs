@@ -912,15 +912,32 @@ async fn write_throughput() {
             })
             .collect()
     };
-    let prepared: Vec<Vec<Reading>> = (0..batches).map(batch_of).collect();
+    let prepared: Arc<Vec<Vec<Reading>>> = Arc::new((0..batches).map(batch_of).collect());
+    // Callers write one batch at a time; `SENSORFLEET_BENCH_WRITERS` > 1 runs that many
+    // such callers at once (several bridges or processors), taking batches in turn.
+    let writers: usize = std::env::var("SENSORFLEET_BENCH_WRITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let started = Instant::now();
-    for batch in &prepared {
-        store.write(batch).await.expect("write");
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, prepared) = (store.clone(), prepared.clone());
+            tokio::spawn(async move {
+                for batch in prepared.iter().skip(w).step_by(writers) {
+                    store.write(batch).await.expect("write");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer");
     }
     let elapsed = started.elapsed();
     let total = batches * 5000;
     println!(
-        "influxdb write: {total} readings (3 fields) in {batches} batches of 5000: {:.2} s, {:.0} readings/s",
+        "influxdb write: {total} readings (3 fields) in {batches} batches of 5000, {writers} \
+         writer(s): {:.2} s, {:.0} readings/s",
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64()
     );

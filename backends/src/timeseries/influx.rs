@@ -30,6 +30,13 @@
 //! (the pipeline holds and retries the batch; writes are idempotent, so a request that
 //! half-succeeded is harmless). Any other 4xx is [`BackendError::Rejected`], naming the
 //! point InfluxDB complained about (device, time, type) when its message allows.
+//!
+//! **Where InfluxDB differs from the embedded store.** A series is (measurement, tags),
+//! so a device that moved (new `location`) and sent the same instant from both places has
+//! two points there: `history` and `count` show the instant once, an hourly rollup counts
+//! both. `count` streams one row per distinct instant (`GROUP BY time(1ms)`): it is linear
+//! in the readings, meant for checks and tests, and needs the server's
+//! `max-select-buckets` left at its default (0, unlimited).
 
 mod config;
 mod line;
