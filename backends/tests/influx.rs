@@ -9,7 +9,9 @@
 //! client of its own, not through the code under test.
 //!
 //! The test environment's InfluxDB is 1.6: it has no `/api/v2/write`, so the v2 write path
-//! is covered by the unit test of its request (`config.rs`), not here.
+//! is covered by the unit test of its request (`config.rs`) and by a stand-in HTTP server
+//! here that checks what arrives, not by a real InfluxDB 2.x. The retry tests use such
+//! stand-ins too: a real server cannot be made to answer 503 or 429 on demand.
 //!
 //! Throughput: `cargo test --release -p sensorfleet-backends --test influx -- --ignored
 //! --nocapture write_throughput`.
@@ -737,9 +739,10 @@ async fn connection_refused_is_unavailable_after_bounded_retries() {
     );
 }
 
-/// A stand-in server answering every request from `answer(path)` and counting requests.
+/// A stand-in server answering every request from `answer(path, whole request)` and
+/// counting requests.
 async fn fake_server(
-    answer: impl Fn(&str) -> String + Send + Sync + 'static,
+    answer: impl Fn(&str, &str) -> String + Send + Sync + 'static,
 ) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
@@ -780,7 +783,7 @@ async fn fake_server(
                 counter.fetch_add(1, Ordering::SeqCst);
                 let text = String::from_utf8_lossy(&request);
                 let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let reply = answer(&path);
+                let reply = answer(&path, &text);
                 let _ = socket.write_all(reply.as_bytes()).await;
                 let _ = socket.shutdown().await;
             });
@@ -799,7 +802,7 @@ fn reply(status: &str, extra_headers: &str, body: &str) -> String {
 
 #[tokio::test]
 async fn server_errors_are_retried_then_unavailable_and_a_missing_permission_is_tolerated() {
-    let (address, requests) = fake_server(|path| {
+    let (address, requests) = fake_server(|path, _| {
         if path.starts_with("/query") {
             // A user without the right to CREATE DATABASE.
             reply(
@@ -854,7 +857,7 @@ async fn server_errors_are_retried_then_unavailable_and_a_missing_permission_is_
 async fn too_many_requests_is_retried_until_it_passes() {
     let writes = Arc::new(AtomicUsize::new(0));
     let seen = writes.clone();
-    let (address, _) = fake_server(move |path| {
+    let (address, _) = fake_server(move |path, _| {
         if path.starts_with("/write") && seen.fetch_add(1, Ordering::SeqCst) == 0 {
             reply(
                 "429 Too Many Requests",
@@ -879,6 +882,76 @@ async fn too_many_requests_is_retried_until_it_passes() {
         .await
         .expect("the second attempt succeeds");
     assert_eq!(writes.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_v2_api_writes_with_org_bucket_and_token_and_reads_through_v1() {
+    // The test environment's InfluxDB 1.6 has no /api/v2: a stand-in checks what arrives.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let (address, _) = fake_server(move |path, request| {
+        log.lock().expect("lock").push(request.to_owned());
+        if path == "/ping" || path.starts_with("/api/v2/write") {
+            reply("204 No Content", "", "")
+        } else if path.starts_with("/query") {
+            reply(
+                "200 OK",
+                "",
+                r#"{"results":[{"statement_id":0,"series":[{"name":"t","columns":["time","v"],"values":[[1780000000000,1.5]]}]}]}"#,
+            )
+        } else {
+            reply("404 Not Found", "", r#"{"code":"not found","message":"path not found"}"#)
+        }
+    })
+    .await;
+    let options = InfluxOptions {
+        token: Some("tok-123".to_owned()),
+        ..InfluxOptions::default()
+    };
+    let store = InfluxStore::connect(
+        &format!("influx://{address}?org=acme&bucket=sensors"),
+        options,
+    )
+    .await
+    .expect("connect pings, creates nothing");
+    store
+        .write(&[reading("d-1", "t", None, 1_780_000_000_000, &[("v", 1.5)])])
+        .await
+        .expect("write");
+    let points = store
+        .history(&history("d-1", BASE, BASE + 10 * HOUR))
+        .await
+        .expect("history");
+    assert_eq!(points.len(), 1);
+    let requests = seen.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    assert!(requests[0].starts_with("GET /ping "), "{}", requests[0]);
+    let write = &requests[1];
+    assert!(
+        write.starts_with("POST /api/v2/write?org=acme&bucket=sensors&precision=ms "),
+        "{write}"
+    );
+    assert!(
+        write
+            .to_ascii_lowercase()
+            .contains("authorization: token tok-123\r\n"),
+        "{write}"
+    );
+    assert!(
+        write.ends_with("\r\n\r\nt,device_id=d-1 v=1.5 1780000000000\n"),
+        "{write}"
+    );
+    let query = &requests[2];
+    assert!(
+        query.starts_with("POST /query?db=sensors&epoch=ms&chunked=true"),
+        "reads use the v1 API on the bucket's DBRP mapping: {query}"
+    );
+    assert!(
+        query
+            .to_ascii_lowercase()
+            .contains("authorization: token tok-123\r\n"),
+        "{query}"
+    );
 }
 
 /// Write throughput into the local InfluxDB: batches of 5000 readings with 3 fields.
