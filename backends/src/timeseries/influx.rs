@@ -293,6 +293,7 @@ impl InfluxStore {
     /// | `rp` | retention policy (v1 writes and queries); the database's default otherwise |
     /// | `org`, `bucket` | write with `/api/v2/write` (InfluxDB 2.x/3.x); needs a token; `db` defaults to the bucket |
     /// | `max_lines`, `max_bytes` | per-request batch limits (override the options) |
+    /// | `precision` | only `ms` (the default): readings carry milliseconds, and a coarser precision would merge them |
     ///
     /// The port defaults to 8086. A token comes from `options.token`, else the
     /// `SENSORFLEET_INFLUX_TOKEN` environment variable, never from the URL; user and

@@ -259,6 +259,14 @@ impl Endpoint {
                 "bucket" => bucket = Some(value),
                 "max_lines" => max_lines = positive("max_lines", &value)?,
                 "max_bytes" => max_bytes = positive("max_bytes", &value)?,
+                // Readings carry milliseconds; a coarser precision would merge readings.
+                "precision" if value == "ms" => {}
+                "precision" => {
+                    return Err(bad_config(format!(
+                        "precision={value:?}: readings are written with millisecond precision \
+                         (precision=ms, the default) so none merge"
+                    )));
+                }
                 "token" => {
                     return Err(bad_config(format!(
                         "the InfluxDB token does not belong in the URL (URLs end up in logs): \
@@ -268,7 +276,7 @@ impl Endpoint {
                 other => {
                     return Err(bad_config(format!(
                         "unknown InfluxDB URL parameter {other:?} (known: db, rp, org, bucket, \
-                         max_lines, max_bytes)"
+                         max_lines, max_bytes, precision)"
                     )));
                 }
             }
@@ -554,6 +562,8 @@ mod tests {
         assert!(detail(parse("kafka://h?db=x", None)).contains("influx://"));
         assert!(detail(parse("influx://h?db=x&dbb=y", None)).contains("\"dbb\""));
         assert!(detail(parse("influx://h?db=x&max_lines=0", None)).contains("max_lines"));
+        assert!(detail(parse("influx://h?db=x&precision=s", None)).contains("millisecond"));
+        assert!(parse("influx://h?db=x&precision=ms", None).is_ok());
         assert!(detail(parse("influx://h?org=o", Some("t"))).contains("both org and bucket"));
         assert!(detail(parse("influx://h?org=o&bucket=b", None)).contains(TOKEN_ENV));
         let leaked = detail(parse("influx://h?db=x&token=abc123", None));
