@@ -25,7 +25,7 @@ deps:
 ## services: the real services the backend integration tests use (scripts/testenv;
 ## idempotent: what already answers is left alone).
 services:
-	scripts/testenv up postgres redis kafka
+	scripts/testenv up postgres redis kafka influxdb
 
 ## build: the release binary.
 build:

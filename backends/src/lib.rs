@@ -4,7 +4,7 @@
 //! | concern | trait | embedded | production |
 //! | --- | --- | --- | --- |
 //! | event log between bridge and processor | [`EventLog`] | [`event_log::memory::MemoryLog`] | [`event_log::kafka::KafkaLog`] |
-//! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] | |
+//! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] | [`timeseries::influx::InfluxStore`] |
 //! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | [`postgres::PostgresRegistry`] |
 //! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | [`cache::redis::RedisCache`] |
 

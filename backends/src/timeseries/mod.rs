@@ -8,6 +8,8 @@ use sensorfleet_model::Reading;
 
 use crate::BackendError;
 
+pub mod influx;
+
 /// One stored value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
