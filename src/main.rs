@@ -10,7 +10,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use sensorfleet::bench::{self, BenchConfig};
 use sensorfleet::detect;
+use sensorfleet::roles::api::ApiRole;
+use sensorfleet::roles::bridge::BridgeRole;
+use sensorfleet::roles::processor::ProcessorRole;
+use sensorfleet::roles::rollup::RollupRole;
+use sensorfleet::roles::{self, RoleConfig};
 use sensorfleet::up::{self, UpConfig};
+use sensorfleet_backends::connect::BackendUrls;
 use sensorfleet_model::analytics::DetectorConfig;
 use sensorfleet_model::duration::parse_duration_ms;
 use sensorfleet_workers::mqtt::MqttEndpoint;
@@ -56,6 +62,170 @@ enum Role {
     Detect(DetectArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(BenchArgs),
+    /// Production role: subscribe to the MQTT broker (shared subscription, QoS 1) and
+    /// deliver readings to Kafka, InfluxDB and Redis, acknowledging only what is stored.
+    /// Example: sensorfleet bridge --mqtt-url mqtt://127.0.0.1:1883 --kafka-url kafka://127.0.0.1:9092
+    /// --influx-url 'influx://127.0.0.1:8086?db=sensors' --redis-url redis://127.0.0.1:6379
+    Bridge(BridgeArgs),
+    /// Production role: consume readings from Kafka in a consumer group; windows,
+    /// anomalies, health and alerts into Redis, PostgreSQL and the alerts topic.
+    Processor(ProcessorArgs),
+    /// Production role: the REST API, WebSocket feed, dashboard, /metrics and /health
+    /// over the shared stores (InfluxDB, PostgreSQL, Redis).
+    Api(ApiArgs),
+    /// Mirror SensorFleet and AlertRule manifests into the registry (what the operator
+    /// does in Kubernetes), so separately running processors and the API see them.
+    /// Example: sensorfleet apply -f examples/ --postgres-url postgres://…
+    Apply(ApplyArgs),
+    /// Compute hourly min/mean/max rollups for long-range history in the time-series
+    /// store, once (for a CronJob) or --every interval.
+    Rollup(RollupArgs),
+}
+
+/// Where each backend is: `embedded` or a URL (DESIGN §2). The production roles run as
+/// separate processes, so they need a shared event log (Kafka) and cache (Redis); the
+/// time series and registry may stay embedded (one SQLite file in --data-dir).
+#[derive(clap::Args)]
+struct BackendArgs {
+    /// Event log: `embedded` or kafka://host:9092[,host2:9092].
+    #[arg(long, default_value = "embedded", env = "SENSORFLEET_KAFKA_URL")]
+    kafka_url: String,
+    /// Time series: `embedded` (SQLite in --data-dir) or influx://host:8086?db=sensors.
+    #[arg(long, default_value = "embedded", env = "SENSORFLEET_INFLUX_URL")]
+    influx_url: String,
+    /// Latest values and alert feed: `embedded` or redis://host:6379.
+    #[arg(long, default_value = "embedded", env = "SENSORFLEET_REDIS_URL")]
+    redis_url: String,
+    /// Devices, rules and alert history: `embedded` (SQLite in --data-dir) or
+    /// postgres://user:password@host:5432/database.
+    #[arg(
+        long,
+        default_value = "embedded",
+        env = "SENSORFLEET_POSTGRES_URL",
+        hide_env_values = true
+    )]
+    postgres_url: String,
+    /// Folder of the embedded SQLite file, when a backend is `embedded`.
+    #[arg(long, default_value = ".sensorfleet", env = "SENSORFLEET_DATA_DIR")]
+    data_dir: PathBuf,
+    /// How long to wait for the backends at start (they may still be starting).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "SENSORFLEET_CONNECT_TIMEOUT")]
+    connect_timeout: Duration,
+}
+
+impl BackendArgs {
+    fn role(self, role: &'static str, ops_addr: SocketAddr) -> RoleConfig {
+        RoleConfig {
+            urls: BackendUrls {
+                event_log: self.kafka_url,
+                time_series: self.influx_url,
+                cache: self.redis_url,
+                registry: self.postgres_url,
+                data_dir: self.data_dir,
+                role,
+                single_process: false,
+            },
+            ops_addr,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct BridgeArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// The broker devices publish to: mqtt://[user:pass@]host:port.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", value_parser = MqttEndpoint::parse)]
+    mqtt_url: MqttEndpoint,
+    /// MQTT client id (connections add -0, -1, …). Keep it stable across restarts of
+    /// one replica and different between replicas: the broker keeps a session's
+    /// unacknowledged messages for the same id.
+    #[arg(
+        long,
+        default_value = "sensorfleet-bridge",
+        env = "SENSORFLEET_BRIDGE_CLIENT_ID"
+    )]
+    client_id: String,
+    /// Shared-subscription group all bridge replicas join ($share/<group>/sensors/+/+).
+    #[arg(
+        long,
+        default_value = "sensorfleet-bridge",
+        env = "SENSORFLEET_BRIDGE_GROUP"
+    )]
+    share_group: String,
+    /// MQTT connections of this replica (see `up --help`).
+    #[arg(long, default_value_t = 4, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
+    connections: usize,
+    /// Largest accepted payload in bytes; larger ones are dead-lettered.
+    #[arg(long, default_value_t = 16 * 1024, env = "SENSORFLEET_MAX_PAYLOAD_BYTES")]
+    max_payload_bytes: usize,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9101",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct ProcessorArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Consumer group every processor replica joins; partitions are shared among them.
+    #[arg(
+        long,
+        default_value = "sensorfleet-processor",
+        env = "SENSORFLEET_PROCESSOR_GROUP"
+    )]
+    group: String,
+    /// How often devices and alert rules are re-read from the registry.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SENSORFLEET_REFRESH")]
+    refresh: Duration,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9102",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Address of the API, dashboard, /metrics and /health.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SENSORFLEET_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Require `Authorization: Bearer <token>` on POST endpoints.
+    #[arg(long, env = "SENSORFLEET_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Requests per second per client IP (0: unlimited).
+    #[arg(long, default_value_t = 0.0, env = "SENSORFLEET_RATE_LIMIT")]
+    rate_limit: f64,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// SensorFleet/AlertRule manifest files or folders (repeatable). Default: the built-in examples/.
+    #[arg(short = 'f', long = "file", value_delimiter = ',')]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RollupArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Complete hours to (re)compute, ending at the last complete hour.
+    #[arg(long, default_value_t = 2)]
+    hours: u32,
+    /// Keep running and roll up again at this interval (e.g. 10m); default: once.
+    #[arg(long, value_parser = parse_duration)]
+    every: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -222,6 +392,14 @@ async fn terminate() {
     std::future::pending::<()>().await;
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn signalled() {
+    tokio::select! {
+        _ = ctrl_c() => {}
+        _ = terminate() => {}
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
         Role::Up(args) => {
@@ -242,14 +420,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..UpConfig::new()
             };
             let platform = up::start(config).await?;
-            platform
-                .run_until(async {
-                    tokio::select! {
-                        _ = ctrl_c() => {}
-                        _ = terminate() => {}
-                    }
-                })
-                .await
+            platform.run_until(signalled()).await
         }
         Role::Simulate(args) => {
             let devices: Vec<SimDevice> = match args.devices {
@@ -314,6 +485,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             );
             Ok(())
+        }
+        Role::Bridge(args) => {
+            let config = BridgeRole {
+                role: args.backends.role("sensorfleet bridge", args.metrics_addr),
+                mqtt: args.mqtt_url,
+                client_id: args.client_id,
+                share_group: args.share_group,
+                connections: args.connections,
+                max_payload_bytes: args.max_payload_bytes,
+            };
+            roles::bridge::run(config, signalled()).await
+        }
+        Role::Processor(args) => {
+            let config = ProcessorRole {
+                role: args
+                    .backends
+                    .role("sensorfleet processor", args.metrics_addr),
+                group: args.group,
+                refresh: args.refresh,
+            };
+            roles::processor::run(config, signalled()).await
+        }
+        Role::Api(args) => {
+            let config = ApiRole {
+                role: args.backends.role("sensorfleet api", args.http_addr),
+                http_addr: args.http_addr,
+                token: args.api_token,
+                rate_limit: args.rate_limit,
+            };
+            roles::api::run(config, signalled()).await
+        }
+        Role::Apply(args) => {
+            let set = sensorfleet::manifests::load(&args.files)?;
+            let config = args
+                .backends
+                .role("sensorfleet apply", ([127, 0, 0, 1], 0).into());
+            let connector = roles::connector(&config)?;
+            let registry =
+                roles::open("registry", config.connect_timeout, || connector.registry(2)).await?;
+            let declared = sensorfleet::manifests::mirror(registry.as_ref(), &set).await?;
+            println!(
+                "applied {} fleets ({} devices) and {} alert rules to the {} registry",
+                set.fleets.len(),
+                declared.devices.len(),
+                declared.rules.len(),
+                registry.name()
+            );
+            Ok(())
+        }
+        Role::Rollup(args) => {
+            let config = RollupRole {
+                role: args
+                    .backends
+                    .role("sensorfleet rollup", ([127, 0, 0, 1], 0).into()),
+                hours: args.hours,
+                every: args.every,
+            };
+            roles::rollup::run(config, signalled()).await
         }
         Role::Bench(args) => {
             let report = bench::run(BenchConfig {

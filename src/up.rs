@@ -11,18 +11,16 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use sensorfleet_api::{AlertControl, ApiState, ComponentStatus, GuardConfig};
+use sensorfleet_backends::TimeSeries;
 use sensorfleet_backends::cache::memory::MemoryCache;
 use sensorfleet_backends::event_log::memory::MemoryLog;
 use sensorfleet_backends::sqlite::SqliteStore;
-use sensorfleet_backends::{DeviceRecord, Registry, TimeSeries};
+use sensorfleet_model::Alert;
 use sensorfleet_model::reading::Limits;
-use sensorfleet_model::{Alert, ManifestSet};
 use sensorfleet_workers::bridge::{self, BridgeConfig, BridgeSinks};
 use sensorfleet_workers::clock::now_ms;
 use sensorfleet_workers::mqtt::MqttEndpoint;
-use sensorfleet_workers::processor::{
-    self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks,
-};
+use sensorfleet_workers::processor::{self, AlertCommand, ProcessorConfig, ProcessorSinks};
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
 use sensorfleet_workers::{broker, telemetry};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -132,50 +130,6 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mirrors the declared devices and rules into the registry, removing devices of fleets
-/// that are no longer declared.
-async fn mirror(registry: &dyn Registry, set: &ManifestSet) -> anyhow::Result<Declarations> {
-    let devices = set.devices();
-    let records: Vec<DeviceRecord> = devices
-        .iter()
-        .map(|d| DeviceRecord {
-            device_id: d.device_id.clone(),
-            device_type: d.device_type.clone(),
-            location: d.location.clone(),
-            status: "active".to_owned(),
-            fleet: Some(d.fleet.clone()),
-            publish_interval_ms: Some(d.publish_interval_ms),
-            offline_after_ms: Some(d.offline_after_ms),
-        })
-        .collect();
-    registry.upsert_devices(&records).await?;
-    let mut stored_fleets: Vec<String> = registry
-        .devices()
-        .await?
-        .into_iter()
-        .filter_map(|d| d.fleet)
-        .collect();
-    stored_fleets.sort();
-    stored_fleets.dedup();
-    for fleet in stored_fleets {
-        let keep: Vec<String> = devices
-            .iter()
-            .filter(|d| d.fleet == fleet)
-            .map(|d| d.device_id.clone())
-            .collect();
-        let removed = registry.prune_fleet(&fleet, &keep).await?;
-        if removed > 0 {
-            info!(
-                fleet,
-                removed, "devices no longer declared were removed from the registry"
-            );
-        }
-    }
-    let rules = set.compiled_rules();
-    registry.replace_rules(&rules).await?;
-    Ok(Declarations { devices, rules })
-}
-
 struct ProcessorControl(mpsc::Sender<AlertCommand>);
 
 #[async_trait]
@@ -219,7 +173,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     let store = SqliteStore::open(&config.data_dir)
         .await
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let declarations = mirror(&store, &set).await?;
+    let declarations = manifests::mirror(&store, &set).await?;
     info!(
         fleets = set.fleets.len(),
         devices = declarations.devices.len(),

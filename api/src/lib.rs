@@ -8,6 +8,7 @@
 pub mod error;
 pub mod guard;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 pub mod telemetry;
 

@@ -1,0 +1,202 @@
+//! `sensorfleet processor`: a consumer in the event log's group → windows, anomalies,
+//! health, alerts → registry, cache, alerts topic. Offsets are committed only after
+//! the sinks flushed. Devices and rules come from the registry (mirrored there by `up`
+//! or the operator) and are re-read every `refresh`, so a changed rule applies without
+//! a restart.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sensorfleet_api::ComponentStatus;
+use sensorfleet_backends::{BackendError, DeviceRecord, Registry};
+use sensorfleet_model::manifest::DeclaredDevice;
+use sensorfleet_workers::clock::now_ms;
+use sensorfleet_workers::processor::{self, Declarations, ProcessorConfig, ProcessorSinks};
+use sensorfleet_workers::telemetry;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::{RoleConfig, connector, open, serve_ops, supervise};
+
+/// Settings of `sensorfleet processor`.
+#[derive(Debug, Clone)]
+pub struct ProcessorRole {
+    /// Backends and ops address.
+    pub role: RoleConfig,
+    /// Consumer group every processor replica joins.
+    pub group: String,
+    /// How often devices and rules are re-read from the registry.
+    pub refresh: Duration,
+}
+
+/// Offline threshold of a device the registry has no timing for (DESIGN §4 default).
+const DEFAULT_OFFLINE_AFTER_MS: i64 = 300_000;
+/// Publish interval assumed for such a device.
+const DEFAULT_INTERVAL_MS: i64 = 10_000;
+
+/// The declared devices among registry rows: those a fleet owns (a device that only
+/// showed up by publishing is known, not declared).
+pub fn declared(records: Vec<DeviceRecord>) -> Vec<DeclaredDevice> {
+    let mut devices: Vec<DeclaredDevice> = records
+        .into_iter()
+        .filter_map(|r| {
+            Some(DeclaredDevice {
+                fleet: r.fleet?,
+                device_id: r.device_id,
+                device_type: r.device_type,
+                location: r.location,
+                publish_interval_ms: r.publish_interval_ms.unwrap_or(DEFAULT_INTERVAL_MS),
+                offline_after_ms: r.offline_after_ms.unwrap_or(DEFAULT_OFFLINE_AFTER_MS),
+            })
+        })
+        .collect();
+    devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+    devices
+}
+
+async fn read_declarations(registry: &dyn Registry) -> Result<Declarations, BackendError> {
+    let devices = declared(registry.devices().await?);
+    let mut rules = registry.rules().await?;
+    rules.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Declarations { devices, rules })
+}
+
+/// Re-reads the declarations every `every` and publishes them when they changed.
+async fn refresh(
+    registry: Arc<dyn Registry>,
+    every: Duration,
+    sender: watch::Sender<Declarations>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match read_declarations(registry.as_ref()).await {
+            Ok(fresh) => {
+                let changed = {
+                    let current = sender.borrow();
+                    current.devices != fresh.devices || current.rules != fresh.rules
+                };
+                if changed {
+                    info!(
+                        devices = fresh.devices.len(),
+                        rules = fresh.rules.len(),
+                        "registry changed; applying"
+                    );
+                    let _ = sender.send(fresh);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "re-reading devices and rules failed; keeping the current ones")
+            }
+        }
+    }
+}
+
+/// Runs the processor until `stop` resolves or it fails.
+pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    telemetry::register_all();
+    let connector = connector(&config.role)?;
+    let limit = config.role.connect_timeout;
+    let log = open("event log", limit, || connector.event_log(0)).await?;
+    let registry = open("registry", limit, || connector.registry(4)).await?;
+    let cache = open("cache", limit, || connector.cache()).await?;
+    let declarations = open("registry", limit, || async {
+        Ok(read_declarations(registry.as_ref()).await?)
+    })
+    .await?;
+    info!(
+        event_log = log.name(),
+        registry = registry.name(),
+        cache = cache.name(),
+        group = %config.group,
+        devices = declarations.devices.len(),
+        rules = declarations.rules.len(),
+        "processor starting"
+    );
+
+    let (stopping, stopped) = watch::channel(false);
+    let probe = Arc::new(|| {
+        let last_tick = telemetry::PROCESSOR_LAST_TICK.get();
+        vec![ComponentStatus {
+            name: "processor".to_owned(),
+            backend: "loop".to_owned(),
+            up: now_ms() / 1000 - last_tick <= 10,
+            detail: "the processing loop has not ticked for over 10 s".to_owned(),
+        }]
+    });
+    let (_, ops) = serve_ops(config.role.ops_addr, probe, stopped.clone()).await?;
+
+    let (declarations_tx, declarations_rx) = watch::channel(declarations);
+    let refresher = tokio::spawn(refresh(
+        registry.clone(),
+        config.refresh,
+        declarations_tx,
+        stopped.clone(),
+    ));
+    // Acknowledge and clear arrive through the API process; this process has no local
+    // caller, so the command channel stays empty.
+    let (_commands_tx, commands_rx) = mpsc::channel(1);
+    let processor_config = ProcessorConfig {
+        group: config.group.clone(),
+        ..ProcessorConfig::default()
+    };
+    let sinks = ProcessorSinks {
+        log,
+        registry,
+        cache,
+    };
+    let worker = tokio::spawn(async move {
+        let _keep = _commands_tx;
+        processor::run(
+            processor_config,
+            sinks,
+            declarations_rx,
+            commands_rx,
+            stopped,
+        )
+        .await
+        .context("the processor stopped")
+    });
+    let result = supervise("processor", worker, &stopping, stop).await;
+    let _ = refresher.await;
+    let _ = ops.await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, fleet: Option<&str>, interval: Option<i64>) -> DeviceRecord {
+        DeviceRecord {
+            device_id: id.to_owned(),
+            device_type: "temperature_sensor".to_owned(),
+            location: None,
+            status: "active".to_owned(),
+            fleet: fleet.map(str::to_owned),
+            publish_interval_ms: interval,
+            offline_after_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_fleet_devices_are_declared_with_defaults_filled() {
+        let devices = declared(vec![
+            record("b", Some("lab"), Some(1000)),
+            record("stray", None, None),
+            record("a", Some("lab"), None),
+        ]);
+        let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(devices[0].publish_interval_ms, DEFAULT_INTERVAL_MS);
+        assert_eq!(devices[0].offline_after_ms, DEFAULT_OFFLINE_AFTER_MS);
+        assert_eq!(devices[1].publish_interval_ms, 1000);
+    }
+}
