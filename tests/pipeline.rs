@@ -113,15 +113,47 @@ async fn mqtt_to_api_through_every_real_backend() {
     bridge.ready(60).await;
     api.ready(60).await;
 
-    // Readings by hand: three normal, one too hot (fires), back to normal (resolves).
+    // Readings by hand: three normal, two too hot (fires), acknowledged through the
+    // API (which asks the processor over Kafka), then back to normal (resolves).
     let device = &manual[0];
     let topic = format!("sensors/temperature_sensor/{device}");
     let values = [21.0, 22.0, 23.0, 35.0, 36.0, 24.0, 22.5];
-    for (i, value) in values.iter().enumerate() {
-        stack
-            .broker
-            .publish(&topic, &reading(device, base + i as i64 * 1000, *value));
-    }
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            stack
+                .broker
+                .publish(&topic, &reading(device, base + i as i64 * 1000, values[i]));
+        }
+    };
+    publish(0..5);
+    let firing = eventually(30, "the too-hot alert firing", || {
+        let mut client = api.client();
+        let device = device.clone();
+        async move {
+            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
+            json["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["device_id"] == device.as_str() && a["state"] == "firing")
+                .cloned()
+        }
+    })
+    .await;
+    let id = firing["id"].as_str().expect("alert id").to_owned();
+    let acked = api
+        .client()
+        .post(&format!("/api/alerts/{id}/ack"))
+        .await
+        .expect("ack");
+    assert_eq!(
+        acked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&acked.body)
+    );
+    assert_eq!(acked.json()["state"], "acknowledged");
+    publish(5..values.len());
+
     // Hostile and malformed payloads: dead-lettered, never stalling the stream.
     let bad = [
         ("sensors/temperature_sensor/x", "not json at all".to_owned()),

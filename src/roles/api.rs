@@ -1,10 +1,14 @@
 //! `sensorfleet api`: REST, WebSocket, dashboard, `/metrics` and `/health/*` over the
 //! shared stores. Several replicas can run behind one Service: they keep no state.
+//! Acknowledge and clear travel to the processors over the event log.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use sensorfleet_api::remote::RemoteControl;
 use sensorfleet_api::{ApiState, GuardConfig};
 use tokio::sync::watch;
 use tracing::info;
@@ -28,6 +32,7 @@ pub struct ApiRole {
 pub async fn run(config: ApiRole, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let connector = connector(&config.role)?;
     let limit = config.role.connect_timeout;
+    let log = open("event log", limit, || connector.event_log(0)).await?;
     let series = open("time series", limit, || connector.time_series()).await?;
     let registry = open("registry", limit, || connector.registry(8)).await?;
     let cache = open("cache", limit, || connector.cache()).await?;
@@ -40,15 +45,20 @@ pub async fn run(config: ApiRole, stop: impl Future<Output = ()>) -> anyhow::Res
         cache = cache.name(),
         "API serving"
     );
-    let state = ApiState::new(
+    let mut state = ApiState::new(
         series,
-        registry,
+        registry.clone(),
         cache,
         GuardConfig {
             token: config.token,
             rate_per_second: config.rate_limit,
         },
     );
+    state.control = Some(Arc::new(RemoteControl {
+        log,
+        registry,
+        wait: Duration::from_secs(5),
+    }));
     let (stopping, stopped) = watch::channel(false);
     let worker = tokio::spawn(async move {
         sensorfleet_api::serve(listener, state, stopped)

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sensorfleet_api::ComponentStatus;
-use sensorfleet_backends::{BackendError, DeviceRecord, Registry};
+use sensorfleet_backends::{BackendError, DeviceRecord, EventLog, Registry, Topic};
 use sensorfleet_model::manifest::DeclaredDevice;
+use sensorfleet_model::{AlertAction, AlertCommandRecord};
 use sensorfleet_workers::clock::now_ms;
-use sensorfleet_workers::processor::{self, Declarations, ProcessorConfig, ProcessorSinks};
+use sensorfleet_workers::processor::{
+    self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks,
+};
 use sensorfleet_workers::telemetry;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::{RoleConfig, connector, open, serve_ops, supervise};
@@ -99,6 +102,85 @@ async fn refresh(
     }
 }
 
+/// This process among the processor replicas: the host name (a pod's name in
+/// Kubernetes) and the process id.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Passes acknowledge/clear requests from API processes to the engine. Every processor
+/// reads every command (a consumer group of its own); the one holding the alert applies
+/// it and records the new state, which is what the API waits for.
+async fn relay_commands(
+    log: Arc<dyn EventLog>,
+    group: String,
+    engine: mpsc::Sender<AlertCommand>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut consumer = loop {
+        match log.subscribe(Topic::Commands, &group).await {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                warn!(error = %e, "cannot read alert commands yet; retrying in 2 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    };
+    loop {
+        let polled = tokio::select! {
+            polled = consumer.poll(100, 500) => polled,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let deliveries = match polled {
+            Ok(deliveries) => deliveries,
+            Err(e) => {
+                warn!(error = %e, "reading alert commands failed; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        for delivery in &deliveries {
+            let Ok(command) =
+                serde_json::from_slice::<AlertCommandRecord>(&delivery.record.payload)
+            else {
+                warn!(
+                    offset = delivery.offset,
+                    "skipping an alert command that does not parse"
+                );
+                continue;
+            };
+            let (reply, answer) = oneshot::channel();
+            let request = match command.action {
+                AlertAction::Acknowledge => {
+                    AlertCommand::Acknowledge(command.alert_id.clone(), reply)
+                }
+                AlertAction::Clear => AlertCommand::Clear(command.alert_id.clone(), reply),
+            };
+            if engine.send(request).await.is_err() {
+                return;
+            }
+            // Not ours (another replica holds it) or already changed: nothing to do.
+            if let Ok(Ok(alert)) = answer.await {
+                info!(alert_id = %alert.id, state = alert.state.as_str(), "alert changed by hand");
+            }
+        }
+        if !deliveries.is_empty()
+            && let Err(e) = consumer.commit().await
+        {
+            warn!(error = %e, "committing the alert command position failed");
+        }
+    }
+}
+
 /// Runs the processor until `stop` resolves or it fails.
 pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     telemetry::register_all();
@@ -140,9 +222,13 @@ pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyho
         declarations_tx,
         stopped.clone(),
     ));
-    // Acknowledge and clear arrive through the API process; this process has no local
-    // caller, so the command channel stays empty.
-    let (_commands_tx, commands_rx) = mpsc::channel(1);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let relay = tokio::spawn(relay_commands(
+        log.clone(),
+        format!("{}-commands-{}", config.group, instance_id()),
+        commands_tx,
+        stopped.clone(),
+    ));
     let processor_config = ProcessorConfig {
         group: config.group.clone(),
         ..ProcessorConfig::default()
@@ -153,7 +239,6 @@ pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyho
         cache,
     };
     let worker = tokio::spawn(async move {
-        let _keep = _commands_tx;
         processor::run(
             processor_config,
             sinks,
@@ -166,6 +251,7 @@ pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyho
     });
     let result = supervise("processor", worker, &stopping, stop).await;
     let _ = refresher.await;
+    relay.abort();
     let _ = ops.await;
     result
 }

@@ -80,7 +80,7 @@ impl MemoryLog {
     /// The newest `limit` records of `Alerts` or `DeadLetter`, oldest first.
     pub fn recent(&self, topic: Topic, limit: usize) -> Vec<Record> {
         let ring = match topic {
-            Topic::Readings => return Vec::new(),
+            Topic::Readings | Topic::Commands => return Vec::new(),
             Topic::Alerts => &self.alerts,
             Topic::DeadLetter => &self.dead_letters,
         };
@@ -108,6 +108,15 @@ impl EventLog for MemoryLog {
         match topic {
             Topic::Alerts => lock(&self.alerts).push(records),
             Topic::DeadLetter => lock(&self.dead_letters).push(records),
+            Topic::Commands => {
+                // In one process the API talks to the processor over a channel.
+                return Err(BackendError::Rejected {
+                    backend: BACKEND,
+                    detail: "alert commands travel over the event log only between processes; \
+                             the embedded log does not carry them"
+                        .into(),
+                });
+            }
             Topic::Readings => {
                 let queue = &self.readings;
                 for chunk in records.chunks(queue.capacity) {
