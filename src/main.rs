@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sensorfleet::bench::{self, BenchConfig};
+use sensorfleet::bench::{self, BenchConfig, StackTarget};
 use sensorfleet::detect;
 use sensorfleet::roles::api::ApiRole;
 use sensorfleet::roles::bridge::BridgeRole;
@@ -351,6 +351,34 @@ struct BenchArgs {
     /// MQTT connections of the bridge under test (see `up --help`).
     #[arg(long, default_value_t = 8)]
     bridge_connections: usize,
+    /// Measure a running production stack instead of an embedded platform: its API
+    /// address (host:port). Needs --stack-mqtt-url and --stack-influx-url too;
+    /// `scripts/bench-stack` starts a stack and passes all three.
+    #[arg(long, requires_all = ["stack_mqtt_url", "stack_influx_url"])]
+    stack_api: Option<SocketAddr>,
+    /// The running stack's MQTT broker.
+    #[arg(long, value_parser = MqttEndpoint::parse)]
+    stack_mqtt_url: Option<MqttEndpoint>,
+    /// The running stack's InfluxDB: influx://host:port?db=NAME.
+    #[arg(long)]
+    stack_influx_url: Option<String>,
+}
+
+/// `influx://host:port?db=NAME` → the HTTP address and the database.
+fn influx_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url.strip_prefix("influx://").ok_or_else(|| {
+        anyhow::anyhow!("--stack-influx-url {url:?}: expected influx://host:port?db=NAME")
+    })?;
+    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let db = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("db="))
+        .unwrap_or("sensors");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| anyhow::anyhow!("--stack-influx-url: cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--stack-influx-url: {host:?} has no address"))?;
+    Ok((addr, db.to_owned()))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -545,6 +573,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             roles::rollup::run(config, signalled()).await
         }
         Role::Bench(args) => {
+            let stack = match (args.stack_api, args.stack_mqtt_url, args.stack_influx_url) {
+                (Some(api), Some(mqtt), Some(influx)) => {
+                    let (influx, influx_db) = influx_target(&influx)?;
+                    Some(StackTarget {
+                        mqtt,
+                        api,
+                        influx,
+                        influx_db,
+                    })
+                }
+                _ => None,
+            };
             let report = bench::run(BenchConfig {
                 devices: args.devices,
                 seconds: args.seconds,
@@ -552,6 +592,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 latency_rate: args.latency_rate,
                 latency_seconds: args.latency_seconds,
                 bridge_connections: args.bridge_connections,
+                stack,
             })
             .await?;
             bench::print(&report);
