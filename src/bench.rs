@@ -71,7 +71,10 @@ enum Target {
 impl Target {
     async fn stored(&self) -> anyhow::Result<u64> {
         match self {
-            Self::Embedded(platform) => Ok(platform.store.total_readings().await?),
+            Self::Embedded(platform) => match &platform.store {
+                Some(store) => Ok(store.total_readings().await?),
+                None => anyhow::bail!("the embedded benchmark needs the embedded store"),
+            },
             Self::Stack(stack, prefix) => {
                 let query = format!(
                     "SELECT count(temperature_celsius) FROM temperature_sensor WHERE device_id =~ /^{prefix}/"

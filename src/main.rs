@@ -15,7 +15,7 @@ use sensorfleet::roles::bridge::BridgeRole;
 use sensorfleet::roles::processor::ProcessorRole;
 use sensorfleet::roles::rollup::RollupRole;
 use sensorfleet::roles::{self, RoleConfig};
-use sensorfleet::up::{self, UpConfig};
+use sensorfleet::up::{self, UpBackends, UpConfig};
 use sensorfleet_backends::connect::BackendUrls;
 use sensorfleet_model::analytics::DetectorConfig;
 use sensorfleet_model::duration::parse_duration_ms;
@@ -82,11 +82,9 @@ enum Role {
     Rollup(RollupArgs),
 }
 
-/// Where each backend is: `embedded` or a URL (DESIGN §2). The production roles run as
-/// separate processes, so they need a shared event log (Kafka) and cache (Redis); the
-/// time series and registry may stay embedded (one SQLite file in --data-dir).
+/// Where each backend is: `embedded` or a URL (DESIGN §2).
 #[derive(clap::Args)]
-struct BackendArgs {
+struct UrlArgs {
     /// Event log: `embedded` or kafka://host:9092[,host2:9092].
     #[arg(long, default_value = "embedded", env = "SENSORFLEET_KAFKA_URL")]
     kafka_url: String,
@@ -105,6 +103,15 @@ struct BackendArgs {
         hide_env_values = true
     )]
     postgres_url: String,
+}
+
+/// The backends of a production role. The roles run as separate processes, so they need
+/// a shared event log (Kafka) and cache (Redis); the time series and registry may stay
+/// embedded (one SQLite file in --data-dir, shared by processes on one machine).
+#[derive(clap::Args)]
+struct BackendArgs {
+    #[command(flatten)]
+    urls: UrlArgs,
     /// Folder of the embedded SQLite file, when a backend is `embedded`.
     #[arg(long, default_value = ".sensorfleet", env = "SENSORFLEET_DATA_DIR")]
     data_dir: PathBuf,
@@ -117,10 +124,10 @@ impl BackendArgs {
     fn role(self, role: &'static str, ops_addr: SocketAddr) -> RoleConfig {
         RoleConfig {
             urls: BackendUrls {
-                event_log: self.kafka_url,
-                time_series: self.influx_url,
-                cache: self.redis_url,
-                registry: self.postgres_url,
+                event_log: self.urls.kafka_url,
+                time_series: self.urls.influx_url,
+                cache: self.urls.redis_url,
+                registry: self.urls.postgres_url,
                 data_dir: self.data_dir,
                 role,
                 single_process: false,
@@ -279,6 +286,9 @@ struct UpArgs {
     /// per-device order.
     #[arg(long, default_value_t = 8, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
     bridge_connections: usize,
+    /// Backends: each `embedded` unless given a URL.
+    #[command(flatten)]
+    backends: UrlArgs,
 }
 
 #[derive(clap::Args)]
@@ -445,6 +455,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 retention: args.retention,
                 max_payload_bytes: args.max_payload_bytes,
                 bridge_connections: args.bridge_connections,
+                backends: UpBackends {
+                    event_log: args.backends.kafka_url,
+                    time_series: args.backends.influx_url,
+                    cache: args.backends.redis_url,
+                    registry: args.backends.postgres_url,
+                },
                 ..UpConfig::new()
             };
             let platform = up::start(config).await?;

@@ -200,6 +200,11 @@ impl Connector {
         &self.urls
     }
 
+    /// The embedded SQLite store, if a concern opened it.
+    pub fn embedded_store(&self) -> Option<SqliteStore> {
+        self.sqlite.get().cloned()
+    }
+
     /// Checks every URL parses for its concern, before anything connects.
     pub fn validate(&self) -> Result<(), ConnectError> {
         choose(Concern::EventLog, &self.urls.event_log)?;
