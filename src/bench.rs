@@ -6,6 +6,10 @@
 //!    `/api/device/{id}/latest` until each is visible: p50/p99 publish→visible latency;
 //! 3. reports peak RSS and the processor's state bytes per device.
 //!
+//! With [`StackTarget`] it starts nothing and measures a running production stack
+//! instead (`scripts/bench-stack` starts one): it publishes to its MQTT broker, counts
+//! in its InfluxDB and probes its API.
+//!
 //! It prints numbers; it asserts nothing. BENCHMARKS.md records them.
 
 use std::net::{SocketAddr, TcpListener};
@@ -20,6 +24,8 @@ use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, Simulator
 use sensorfleet_workers::telemetry;
 use serde::Serialize;
 use tokio::sync::watch;
+
+use sensorfleet_workers::mqtt::MqttEndpoint;
 
 use crate::http::HttpClient;
 use crate::up::{self, UpConfig};
@@ -39,6 +45,62 @@ pub struct BenchConfig {
     pub latency_seconds: u64,
     /// MQTT connections of the bridge under test.
     pub bridge_connections: usize,
+    /// A running stack to measure instead of an embedded platform.
+    pub stack: Option<StackTarget>,
+}
+
+/// A running production stack: where to publish, count and probe.
+#[derive(Debug, Clone)]
+pub struct StackTarget {
+    /// Its MQTT broker.
+    pub mqtt: MqttEndpoint,
+    /// Its API.
+    pub api: SocketAddr,
+    /// Its InfluxDB's HTTP address.
+    pub influx: SocketAddr,
+    /// The InfluxDB database the bridge writes.
+    pub influx_db: String,
+}
+
+/// Where readings land and how many there are.
+enum Target {
+    Embedded(up::Platform),
+    Stack(StackTarget, String),
+}
+
+impl Target {
+    async fn stored(&self) -> anyhow::Result<u64> {
+        match self {
+            Self::Embedded(platform) => match &platform.store {
+                Some(store) => Ok(store.total_readings().await?),
+                None => anyhow::bail!("the embedded benchmark needs the embedded store"),
+            },
+            Self::Stack(stack, prefix) => {
+                let query = format!(
+                    "SELECT count(temperature_celsius) FROM temperature_sensor WHERE device_id =~ /^{prefix}/"
+                );
+                let path = format!("/query?db={}&q={}", stack.influx_db, encode(&query));
+                let response = HttpClient::new(stack.influx).get(&path).await?;
+                anyhow::ensure!(
+                    response.status == 200,
+                    "InfluxDB answered {} to the count query",
+                    response.status
+                );
+                Ok(response.json()["results"][0]["series"][0]["values"][0][1]
+                    .as_u64()
+                    .unwrap_or(0))
+            }
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// What the benchmark measured.
@@ -68,10 +130,11 @@ pub struct BenchReport {
     pub latency_max_ms: f64,
     /// Background rate actually achieved in the latency phase, readings/s.
     pub latency_background_per_second: f64,
-    /// Peak resident memory of the whole process (platform, broker and load generator), MiB.
+    /// Peak resident memory of this process (embedded: platform, broker and load
+    /// generator; stack: the load generator only), MiB.
     pub peak_rss_mib: f64,
-    /// Processor state per device, bytes.
-    pub processor_state_bytes_per_device: f64,
+    /// Processor state per device, bytes (embedded only).
+    pub processor_state_bytes_per_device: Option<f64>,
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -112,16 +175,26 @@ fn fleet(devices: usize, prefix: &str) -> Vec<SimDevice> {
 /// Runs the benchmark and returns its report.
 pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     let data_dir = tempfile_dir()?;
-    let mut up_config = UpConfig::new();
-    up_config.data_dir = data_dir.clone();
-    up_config.http_addr = free_port()?;
-    up_config.mqtt_addr = free_port()?;
-    up_config.simulate = false;
-    up_config.log_capacity = 200_000;
-    up_config.bridge_connections = config.bridge_connections;
-    let platform = up::start(up_config).await?;
-    let http_addr = platform.http_addr;
-    let mqtt = platform.mqtt.clone();
+    let (target, mqtt, http_addr, prefix) = match config.stack.clone() {
+        None => {
+            let mut up_config = UpConfig::new();
+            up_config.data_dir = data_dir.clone();
+            up_config.http_addr = free_port()?;
+            up_config.mqtt_addr = free_port()?;
+            up_config.simulate = false;
+            up_config.log_capacity = 200_000;
+            up_config.bridge_connections = config.bridge_connections;
+            let platform = up::start(up_config).await?;
+            let (mqtt, http) = (platform.mqtt.clone(), platform.http_addr);
+            (Target::Embedded(platform), mqtt, http, "bench-".to_owned())
+        }
+        Some(stack) => {
+            // Devices of this run only: the stack's store may hold earlier runs.
+            let prefix = format!("bench{}-", std::process::id());
+            let (mqtt, http) = (stack.mqtt.clone(), stack.api);
+            (Target::Stack(stack, prefix.clone()), mqtt, http, prefix)
+        }
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Phase 1: full speed.
@@ -130,7 +203,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         config.devices, config.connections, config.seconds
     );
     let stats = Arc::new(SimulatorStats::default());
-    let mut sim = SimulatorConfig::new(mqtt.clone(), fleet(config.devices, "bench-"));
+    let mut sim = SimulatorConfig::new(mqtt.clone(), fleet(config.devices, &prefix));
     sim.rate = Some(0.0);
     sim.connections = config.connections;
     sim.anomaly_rate = 0.0;
@@ -148,19 +221,19 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
                 "    {:>4.0} s: published {}, stored {}",
                 started.elapsed().as_secs_f64(),
                 stats.published.load(Ordering::Relaxed),
-                platform.store.total_readings().await.unwrap_or(0)
+                target.stored().await.unwrap_or(0)
             );
         }
     }
     let _ = stop.send(true);
     let _ = load.await;
     // Wait until the store stops growing: everything acknowledged has landed.
-    let mut stored = platform.store.total_readings().await?;
+    let mut stored = target.stored().await?;
     let mut last_growth = Instant::now();
     let settle = Instant::now();
     while settle.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = platform.store.total_readings().await?;
+        let now = target.stored().await?;
         if now != stored {
             stored = now;
             last_growth = Instant::now();
@@ -180,7 +253,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         config.latency_rate, config.latency_seconds
     );
     let stats2 = Arc::new(SimulatorStats::default());
-    let mut sim = SimulatorConfig::new(mqtt.clone(), fleet(config.devices, "bench-"));
+    let mut sim = SimulatorConfig::new(mqtt.clone(), fleet(config.devices, &prefix));
     sim.rate = Some(config.latency_rate);
     sim.connections = config.connections;
     sim.anomaly_rate = 0.0;
@@ -216,9 +289,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         latency_max_ms: sorted.last().copied().unwrap_or(0.0),
         latency_background_per_second: background_rate.round(),
         peak_rss_mib: (peak_rss_mib() * 10.0).round() / 10.0,
-        processor_state_bytes_per_device: (state_bytes / state_devices).round(),
+        processor_state_bytes_per_device: matches!(target, Target::Embedded(_))
+            .then(|| (state_bytes / state_devices).round()),
     };
-    platform.shutdown().await;
+    if let Target::Embedded(platform) = target {
+        platform.shutdown().await;
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(report)
 }
@@ -305,9 +381,8 @@ pub fn print(report: &BenchReport) {
         "  peak RSS (whole process)       {:.1} MiB",
         report.peak_rss_mib
     );
-    eprintln!(
-        "  processor state per device     {:.0} bytes",
-        report.processor_state_bytes_per_device
-    );
+    if let Some(bytes) = report.processor_state_bytes_per_device {
+        eprintln!("  processor state per device     {bytes:.0} bytes");
+    }
     println!("{}", serde_json::to_string(report).unwrap_or_default());
 }

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod detect;
 pub mod http;
 pub mod manifests;
+pub mod roles;
 pub mod up;

@@ -8,9 +8,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sensorfleet::bench::{self, BenchConfig};
+use sensorfleet::bench::{self, BenchConfig, StackTarget};
 use sensorfleet::detect;
-use sensorfleet::up::{self, UpConfig};
+use sensorfleet::roles::api::ApiRole;
+use sensorfleet::roles::bridge::BridgeRole;
+use sensorfleet::roles::processor::ProcessorRole;
+use sensorfleet::roles::rollup::RollupRole;
+use sensorfleet::roles::{self, RoleConfig};
+use sensorfleet::up::{self, UpBackends, UpConfig};
+use sensorfleet_backends::connect::BackendUrls;
 use sensorfleet_model::analytics::DetectorConfig;
 use sensorfleet_model::duration::parse_duration_ms;
 use sensorfleet_workers::mqtt::MqttEndpoint;
@@ -56,6 +62,177 @@ enum Role {
     Detect(DetectArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(BenchArgs),
+    /// Production role: subscribe to the MQTT broker (shared subscription, QoS 1) and
+    /// deliver readings to Kafka, InfluxDB and Redis, acknowledging only what is stored.
+    /// Example: sensorfleet bridge --mqtt-url mqtt://127.0.0.1:1883 --kafka-url kafka://127.0.0.1:9092
+    /// --influx-url 'influx://127.0.0.1:8086?db=sensors' --redis-url redis://127.0.0.1:6379
+    Bridge(BridgeArgs),
+    /// Production role: consume readings from Kafka in a consumer group; windows,
+    /// anomalies, health and alerts into Redis, PostgreSQL and the alerts topic.
+    Processor(ProcessorArgs),
+    /// Production role: the REST API, WebSocket feed, dashboard, /metrics and /health
+    /// over the shared stores (InfluxDB, PostgreSQL, Redis).
+    Api(ApiArgs),
+    /// Mirror SensorFleet and AlertRule manifests into the registry (what the operator
+    /// does in Kubernetes), so separately running processors and the API see them.
+    /// Example: sensorfleet apply -f examples/ --postgres-url postgres://…
+    Apply(ApplyArgs),
+    /// Compute hourly min/mean/max rollups for long-range history in the time-series
+    /// store, once (for a CronJob) or --every interval.
+    Rollup(RollupArgs),
+}
+
+/// Where each backend is: `embedded` or a URL (DESIGN §2).
+#[derive(clap::Args)]
+struct UrlArgs {
+    /// Event log: `embedded` or kafka://host:9092[,host2:9092].
+    #[arg(long, default_value = "embedded", env = "SENSORFLEET_KAFKA_URL")]
+    kafka_url: String,
+    /// Time series: `embedded` (SQLite in --data-dir) or influx://host:8086?db=sensors.
+    #[arg(long, default_value = "embedded", env = "SENSORFLEET_INFLUX_URL")]
+    influx_url: String,
+    /// Latest values and alert feed: `embedded` or redis://host:6379.
+    #[arg(long, default_value = "embedded", env = "SENSORFLEET_REDIS_URL")]
+    redis_url: String,
+    /// Devices, rules and alert history: `embedded` (SQLite in --data-dir) or
+    /// postgres://user:password@host:5432/database.
+    #[arg(
+        long,
+        default_value = "embedded",
+        env = "SENSORFLEET_POSTGRES_URL",
+        hide_env_values = true
+    )]
+    postgres_url: String,
+}
+
+/// The backends of a production role. The roles run as separate processes, so they need
+/// a shared event log (Kafka) and cache (Redis); the time series and registry may stay
+/// embedded (one SQLite file in --data-dir, shared by processes on one machine).
+#[derive(clap::Args)]
+struct BackendArgs {
+    #[command(flatten)]
+    urls: UrlArgs,
+    /// Folder of the embedded SQLite file, when a backend is `embedded`.
+    #[arg(long, default_value = ".sensorfleet", env = "SENSORFLEET_DATA_DIR")]
+    data_dir: PathBuf,
+    /// How long to wait for the backends at start (they may still be starting).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, env = "SENSORFLEET_CONNECT_TIMEOUT")]
+    connect_timeout: Duration,
+}
+
+impl BackendArgs {
+    fn role(self, role: &'static str, ops_addr: SocketAddr) -> RoleConfig {
+        RoleConfig {
+            urls: BackendUrls {
+                event_log: self.urls.kafka_url,
+                time_series: self.urls.influx_url,
+                cache: self.urls.redis_url,
+                registry: self.urls.postgres_url,
+                data_dir: self.data_dir,
+                role,
+                single_process: false,
+            },
+            ops_addr,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct BridgeArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// The broker devices publish to: mqtt://[user:pass@]host:port.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", value_parser = MqttEndpoint::parse)]
+    mqtt_url: MqttEndpoint,
+    /// MQTT client id (connections add -0, -1, …). Keep it stable across restarts of
+    /// one replica and different between replicas: the broker keeps a session's
+    /// unacknowledged messages for the same id.
+    #[arg(
+        long,
+        default_value = "sensorfleet-bridge",
+        env = "SENSORFLEET_BRIDGE_CLIENT_ID"
+    )]
+    client_id: String,
+    /// Shared-subscription group all bridge replicas join ($share/<group>/sensors/+/+).
+    #[arg(
+        long,
+        default_value = "sensorfleet-bridge",
+        env = "SENSORFLEET_BRIDGE_GROUP"
+    )]
+    share_group: String,
+    /// MQTT connections of this replica (see `up --help`).
+    #[arg(long, default_value_t = 4, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
+    connections: usize,
+    /// Largest accepted payload in bytes; larger ones are dead-lettered.
+    #[arg(long, default_value_t = 16 * 1024, env = "SENSORFLEET_MAX_PAYLOAD_BYTES")]
+    max_payload_bytes: usize,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9101",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct ProcessorArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Consumer group every processor replica joins; partitions are shared among them.
+    #[arg(
+        long,
+        default_value = "sensorfleet-processor",
+        env = "SENSORFLEET_PROCESSOR_GROUP"
+    )]
+    group: String,
+    /// How often devices and alert rules are re-read from the registry.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SENSORFLEET_REFRESH")]
+    refresh: Duration,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9102",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Address of the API, dashboard, /metrics and /health.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SENSORFLEET_HTTP_ADDR")]
+    http_addr: SocketAddr,
+    /// Require `Authorization: Bearer <token>` on POST endpoints.
+    #[arg(long, env = "SENSORFLEET_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Requests per second per client IP (0: unlimited).
+    #[arg(long, default_value_t = 0.0, env = "SENSORFLEET_RATE_LIMIT")]
+    rate_limit: f64,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// SensorFleet/AlertRule manifest files or folders (repeatable). Default: the built-in examples/.
+    #[arg(short = 'f', long = "file", value_delimiter = ',')]
+    files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RollupArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Complete hours to (re)compute, ending at the last complete hour.
+    #[arg(long, default_value_t = 2)]
+    hours: u32,
+    /// Keep running and roll up again at this interval (e.g. 10m); default: once.
+    #[arg(long, value_parser = parse_duration)]
+    every: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +286,9 @@ struct UpArgs {
     /// per-device order.
     #[arg(long, default_value_t = 8, env = "SENSORFLEET_BRIDGE_CONNECTIONS")]
     bridge_connections: usize,
+    /// Backends: each `embedded` unless given a URL.
+    #[command(flatten)]
+    backends: UrlArgs,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +361,34 @@ struct BenchArgs {
     /// MQTT connections of the bridge under test (see `up --help`).
     #[arg(long, default_value_t = 8)]
     bridge_connections: usize,
+    /// Measure a running production stack instead of an embedded platform: its API
+    /// address (host:port). Needs --stack-mqtt-url and --stack-influx-url too;
+    /// `scripts/bench-stack` starts a stack and passes all three.
+    #[arg(long, requires_all = ["stack_mqtt_url", "stack_influx_url"])]
+    stack_api: Option<SocketAddr>,
+    /// The running stack's MQTT broker.
+    #[arg(long, value_parser = MqttEndpoint::parse)]
+    stack_mqtt_url: Option<MqttEndpoint>,
+    /// The running stack's InfluxDB: influx://host:port?db=NAME.
+    #[arg(long)]
+    stack_influx_url: Option<String>,
+}
+
+/// `influx://host:port?db=NAME` → the HTTP address and the database.
+fn influx_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url.strip_prefix("influx://").ok_or_else(|| {
+        anyhow::anyhow!("--stack-influx-url {url:?}: expected influx://host:port?db=NAME")
+    })?;
+    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let db = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("db="))
+        .unwrap_or("sensors");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| anyhow::anyhow!("--stack-influx-url: cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--stack-influx-url: {host:?} has no address"))?;
+    Ok((addr, db.to_owned()))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -222,6 +430,14 @@ async fn terminate() {
     std::future::pending::<()>().await;
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn signalled() {
+    tokio::select! {
+        _ = ctrl_c() => {}
+        _ = terminate() => {}
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
         Role::Up(args) => {
@@ -239,17 +455,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 retention: args.retention,
                 max_payload_bytes: args.max_payload_bytes,
                 bridge_connections: args.bridge_connections,
+                backends: UpBackends {
+                    event_log: args.backends.kafka_url,
+                    time_series: args.backends.influx_url,
+                    cache: args.backends.redis_url,
+                    registry: args.backends.postgres_url,
+                },
                 ..UpConfig::new()
             };
             let platform = up::start(config).await?;
-            platform
-                .run_until(async {
-                    tokio::select! {
-                        _ = ctrl_c() => {}
-                        _ = terminate() => {}
-                    }
-                })
-                .await
+            platform.run_until(signalled()).await
         }
         Role::Simulate(args) => {
             let devices: Vec<SimDevice> = match args.devices {
@@ -315,7 +530,77 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Role::Bridge(args) => {
+            let config = BridgeRole {
+                role: args.backends.role("sensorfleet bridge", args.metrics_addr),
+                mqtt: args.mqtt_url,
+                client_id: args.client_id,
+                share_group: args.share_group,
+                connections: args.connections,
+                max_payload_bytes: args.max_payload_bytes,
+            };
+            roles::bridge::run(config, signalled()).await
+        }
+        Role::Processor(args) => {
+            let config = ProcessorRole {
+                role: args
+                    .backends
+                    .role("sensorfleet processor", args.metrics_addr),
+                group: args.group,
+                refresh: args.refresh,
+            };
+            roles::processor::run(config, signalled()).await
+        }
+        Role::Api(args) => {
+            let config = ApiRole {
+                role: args.backends.role("sensorfleet api", args.http_addr),
+                http_addr: args.http_addr,
+                token: args.api_token,
+                rate_limit: args.rate_limit,
+            };
+            roles::api::run(config, signalled()).await
+        }
+        Role::Apply(args) => {
+            let set = sensorfleet::manifests::load(&args.files)?;
+            let config = args
+                .backends
+                .role("sensorfleet apply", ([127, 0, 0, 1], 0).into());
+            let connector = roles::connector(&config)?;
+            let registry =
+                roles::open("registry", config.connect_timeout, || connector.registry(2)).await?;
+            let declared = sensorfleet::manifests::mirror(registry.as_ref(), &set).await?;
+            println!(
+                "applied {} fleets ({} devices) and {} alert rules to the {} registry",
+                set.fleets.len(),
+                declared.devices.len(),
+                declared.rules.len(),
+                registry.name()
+            );
+            Ok(())
+        }
+        Role::Rollup(args) => {
+            let config = RollupRole {
+                role: args
+                    .backends
+                    .role("sensorfleet rollup", ([127, 0, 0, 1], 0).into()),
+                hours: args.hours,
+                every: args.every,
+            };
+            roles::rollup::run(config, signalled()).await
+        }
         Role::Bench(args) => {
+            let stack = match (args.stack_api, args.stack_mqtt_url, args.stack_influx_url) {
+                (Some(api), Some(mqtt), Some(influx)) => {
+                    let (influx, influx_db) = influx_target(&influx)?;
+                    Some(StackTarget {
+                        mqtt,
+                        api,
+                        influx,
+                        influx_db,
+                    })
+                }
+                _ => None,
+            };
             let report = bench::run(BenchConfig {
                 devices: args.devices,
                 seconds: args.seconds,
@@ -323,6 +608,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 latency_rate: args.latency_rate,
                 latency_seconds: args.latency_seconds,
                 bridge_connections: args.bridge_connections,
+                stack,
             })
             .await?;
             bench::print(&report);

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use sensorfleet_backends::{DeviceRecord, Registry};
 use sensorfleet_model::ManifestSet;
+use sensorfleet_workers::processor::Declarations;
+use tracing::info;
 
 /// The default manifests, compiled in, so `sensorfleet up` works from any folder.
 pub const DEFAULTS: [(&str, &str); 2] = [
@@ -56,6 +59,50 @@ fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         anyhow::bail!("{}: no .yaml or .yml files in this folder", path.display());
     }
     Ok(files)
+}
+
+/// Mirrors the declared devices and rules into the registry, removing devices of fleets
+/// that are no longer declared.
+pub async fn mirror(registry: &dyn Registry, set: &ManifestSet) -> anyhow::Result<Declarations> {
+    let devices = set.devices();
+    let records: Vec<DeviceRecord> = devices
+        .iter()
+        .map(|d| DeviceRecord {
+            device_id: d.device_id.clone(),
+            device_type: d.device_type.clone(),
+            location: d.location.clone(),
+            status: "active".to_owned(),
+            fleet: Some(d.fleet.clone()),
+            publish_interval_ms: Some(d.publish_interval_ms),
+            offline_after_ms: Some(d.offline_after_ms),
+        })
+        .collect();
+    registry.upsert_devices(&records).await?;
+    let mut stored_fleets: Vec<String> = registry
+        .devices()
+        .await?
+        .into_iter()
+        .filter_map(|d| d.fleet)
+        .collect();
+    stored_fleets.sort();
+    stored_fleets.dedup();
+    for fleet in stored_fleets {
+        let keep: Vec<String> = devices
+            .iter()
+            .filter(|d| d.fleet == fleet)
+            .map(|d| d.device_id.clone())
+            .collect();
+        let removed = registry.prune_fleet(&fleet, &keep).await?;
+        if removed > 0 {
+            info!(
+                fleet,
+                removed, "devices no longer declared were removed from the registry"
+            );
+        }
+    }
+    let rules = set.compiled_rules();
+    registry.replace_rules(&rules).await?;
+    Ok(Declarations { devices, rules })
 }
 
 #[cfg(test)]

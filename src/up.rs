@@ -11,18 +11,16 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use sensorfleet_api::{AlertControl, ApiState, ComponentStatus, GuardConfig};
-use sensorfleet_backends::cache::memory::MemoryCache;
+use sensorfleet_backends::connect::{BackendUrls, Choice, Concern, Connector, choose};
 use sensorfleet_backends::event_log::memory::MemoryLog;
 use sensorfleet_backends::sqlite::SqliteStore;
-use sensorfleet_backends::{DeviceRecord, Registry, TimeSeries};
+use sensorfleet_backends::{EventLog, TimeSeries};
+use sensorfleet_model::Alert;
 use sensorfleet_model::reading::Limits;
-use sensorfleet_model::{Alert, ManifestSet};
 use sensorfleet_workers::bridge::{self, BridgeConfig, BridgeSinks};
 use sensorfleet_workers::clock::now_ms;
 use sensorfleet_workers::mqtt::MqttEndpoint;
-use sensorfleet_workers::processor::{
-    self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks,
-};
+use sensorfleet_workers::processor::{self, AlertCommand, ProcessorConfig, ProcessorSinks};
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
 use sensorfleet_workers::{broker, telemetry};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -62,6 +60,33 @@ pub struct UpConfig {
     pub max_payload_bytes: usize,
     /// MQTT connections of the bridge (one shared subscription).
     pub bridge_connections: usize,
+    /// Backends by URL (DESIGN §2); `embedded` for each by default.
+    pub backends: UpBackends,
+}
+
+/// The backend URLs `up` may be given; `embedded` picks the in-process one.
+#[derive(Debug, Clone)]
+pub struct UpBackends {
+    /// `embedded` or `kafka://…`.
+    pub event_log: String,
+    /// `embedded` or `influx://…`.
+    pub time_series: String,
+    /// `embedded` or `redis://…`.
+    pub cache: String,
+    /// `embedded` or `postgres://…`.
+    pub registry: String,
+}
+
+impl Default for UpBackends {
+    fn default() -> Self {
+        let embedded = || "embedded".to_owned();
+        Self {
+            event_log: embedded(),
+            time_series: embedded(),
+            cache: embedded(),
+            registry: embedded(),
+        }
+    }
 }
 
 impl UpConfig {
@@ -82,6 +107,7 @@ impl UpConfig {
             log_capacity: 100_000,
             max_payload_bytes: Limits::default().max_payload_bytes,
             bridge_connections: 8,
+            backends: UpBackends::default(),
         }
     }
 }
@@ -98,8 +124,8 @@ pub struct Platform {
     pub http_addr: SocketAddr,
     /// Where devices publish.
     pub mqtt: MqttEndpoint,
-    /// The store, for counting what was ingested.
-    pub store: SqliteStore,
+    /// The embedded store, when a concern uses it (for counting what was ingested).
+    pub store: Option<SqliteStore>,
     /// The simulator's counts, when it runs.
     pub simulator: Option<Arc<SimulatorStats>>,
     stop_simulator: watch::Sender<bool>,
@@ -130,50 +156,6 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-/// Mirrors the declared devices and rules into the registry, removing devices of fleets
-/// that are no longer declared.
-async fn mirror(registry: &dyn Registry, set: &ManifestSet) -> anyhow::Result<Declarations> {
-    let devices = set.devices();
-    let records: Vec<DeviceRecord> = devices
-        .iter()
-        .map(|d| DeviceRecord {
-            device_id: d.device_id.clone(),
-            device_type: d.device_type.clone(),
-            location: d.location.clone(),
-            status: "active".to_owned(),
-            fleet: Some(d.fleet.clone()),
-            publish_interval_ms: Some(d.publish_interval_ms),
-            offline_after_ms: Some(d.offline_after_ms),
-        })
-        .collect();
-    registry.upsert_devices(&records).await?;
-    let mut stored_fleets: Vec<String> = registry
-        .devices()
-        .await?
-        .into_iter()
-        .filter_map(|d| d.fleet)
-        .collect();
-    stored_fleets.sort();
-    stored_fleets.dedup();
-    for fleet in stored_fleets {
-        let keep: Vec<String> = devices
-            .iter()
-            .filter(|d| d.fleet == fleet)
-            .map(|d| d.device_id.clone())
-            .collect();
-        let removed = registry.prune_fleet(&fleet, &keep).await?;
-        if removed > 0 {
-            info!(
-                fleet,
-                removed, "devices no longer declared were removed from the registry"
-            );
-        }
-    }
-    let rules = set.compiled_rules();
-    registry.replace_rules(&rules).await?;
-    Ok(Declarations { devices, rules })
 }
 
 struct ProcessorControl(mpsc::Sender<AlertCommand>);
@@ -216,10 +198,43 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     telemetry::register_all();
     let set = manifests::load(&config.manifests)?;
     prepare_data_dir(&config.data_dir)?;
-    let store = SqliteStore::open(&config.data_dir)
+    let connector = Connector::new(BackendUrls {
+        event_log: config.backends.event_log.clone(),
+        time_series: config.backends.time_series.clone(),
+        cache: config.backends.cache.clone(),
+        registry: config.backends.registry.clone(),
+        data_dir: config.data_dir.clone(),
+        role: "sensorfleet up",
+        single_process: true,
+    });
+    connector.validate()?;
+    let opening = |what: &str| {
+        format!(
+            "cannot open the {what} (data dir {})",
+            config.data_dir.display()
+        )
+    };
+    let series = connector
+        .time_series()
         .await
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let declarations = mirror(&store, &set).await?;
+        .with_context(|| opening("time series"))?;
+    let registry = connector
+        .registry(8)
+        .await
+        .with_context(|| opening("registry"))?;
+    let cache = connector.cache().await.with_context(|| opening("cache"))?;
+    // The embedded log is kept concrete: its backlog shows in /health/services.
+    let memory_log = (choose(Concern::EventLog, &config.backends.event_log)? == Choice::Embedded)
+        .then(|| Arc::new(MemoryLog::new(config.log_capacity)));
+    let log: Arc<dyn EventLog> = match &memory_log {
+        Some(memory) => memory.clone(),
+        None => connector
+            .event_log(config.log_capacity)
+            .await
+            .with_context(|| opening("event log"))?,
+    };
+    let store = connector.embedded_store();
+    let declarations = manifests::mirror(registry.as_ref(), &set).await?;
     info!(
         fleets = set.fleets.len(),
         devices = declarations.devices.len(),
@@ -246,9 +261,6 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     let listener = sensorfleet_api::bind(config.http_addr).await?;
     let http_addr = listener.local_addr()?;
 
-    let log = Arc::new(MemoryLog::new(config.log_capacity));
-    let cache = Arc::new(MemoryCache::default());
-    let store_arc = Arc::new(store.clone());
     let (stop_simulator, simulator_stop) = watch::channel(false);
     let (stop_bridge, bridge_stop) = watch::channel(false);
     let (stop_processor, processor_stop) = watch::channel(false);
@@ -258,7 +270,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     let (commands_tx, commands_rx) = mpsc::channel(64);
     let processor_sinks = ProcessorSinks {
         log: log.clone(),
-        registry: store_arc.clone(),
+        registry: registry.clone(),
         cache: cache.clone(),
     };
     let processor_task = tokio::spawn(async move {
@@ -280,7 +292,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     bridge_config.connections = config.bridge_connections;
     let bridge_sinks = BridgeSinks {
         log: log.clone(),
-        series: store_arc.clone(),
+        series: series.clone(),
         cache: cache.clone(),
     };
     let bridge_task = tokio::spawn(async move {
@@ -290,8 +302,8 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     });
 
     let mut state = ApiState::new(
-        store_arc.clone(),
-        store_arc.clone(),
+        series.clone(),
+        registry.clone(),
         cache.clone(),
         GuardConfig {
             token: config.api_token.clone(),
@@ -304,7 +316,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     } else {
         "embedded"
     };
-    let log_for_probe = log.clone();
+    let log_name = log.name();
     state.probe = Arc::new(move || {
         let connected = telemetry::BRIDGE_CONNECTED.get() == 1;
         let last_tick = telemetry::PROCESSOR_LAST_TICK.get();
@@ -318,9 +330,12 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
             },
             ComponentStatus {
                 name: "event_log".to_owned(),
-                backend: "memory".to_owned(),
+                backend: log_name.to_owned(),
                 up: true,
-                detail: format!("{} readings waiting", log_for_probe.backlog()),
+                detail: memory_log
+                    .as_ref()
+                    .map(|m| format!("{} readings waiting", m.backlog()))
+                    .unwrap_or_default(),
             },
             ComponentStatus {
                 name: "processor".to_owned(),
@@ -335,7 +350,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
             .await
             .context("the API stopped")
     });
-    let rollup_task = tokio::spawn(rollups(store.clone(), config.retention));
+    let rollup_task = tokio::spawn(rollups(series.clone(), store.clone(), config.retention));
 
     // Nothing is subscribed until the bridge is: readings published before then would
     // reach no one. Wait for it (bounded) before starting the simulator and saying "up".
@@ -456,18 +471,20 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
     result.map_err(|e| anyhow::anyhow!("task failed: {e}"))?
 }
 
-/// Hourly: roll up the last complete hours and drop raw readings past retention.
-async fn rollups(store: SqliteStore, retention: Duration) {
+/// Hourly: roll up the last complete hours and, embedded, drop raw readings past
+/// retention (InfluxDB keeps data by its own retention policy).
+async fn rollups(series: Arc<dyn TimeSeries>, store: Option<SqliteStore>, retention: Duration) {
     const HOUR: i64 = 3_600_000;
     let mut ticker = tokio::time::interval(Duration::from_secs(600));
     loop {
         ticker.tick().await;
         let this_hour = now_ms() / HOUR * HOUR;
-        match store.rollup(this_hour - 2 * HOUR, this_hour).await {
+        match series.rollup(this_hour - 2 * HOUR, this_hour).await {
             Ok(rows) if rows > 0 => info!(rows, "hourly rollups written"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "hourly rollup failed; retrying in 10 min"),
         }
+        let Some(store) = &store else { continue };
         let cutoff = now_ms() - retention.as_millis() as i64;
         match store.prune_readings(cutoff).await {
             Ok(n) if n > 0 => info!(deleted = n, "raw readings past retention deleted"),

@@ -8,6 +8,8 @@
 pub mod error;
 pub mod guard;
 pub mod openapi;
+pub mod ops;
+pub mod remote;
 pub mod routes;
 pub mod telemetry;
 

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod conformance;
+pub mod connect;
 pub mod error;
 pub mod event_log;
 pub mod postgres;

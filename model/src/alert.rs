@@ -115,3 +115,24 @@ pub struct Alert {
     /// One sentence for a person.
     pub message: String,
 }
+
+/// A change made to an alert by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    /// Acknowledge: it stays until the condition clears, without notifying again.
+    Acknowledge,
+    /// Clear: resolve now; it fires again if the condition persists.
+    Clear,
+}
+
+/// An [`AlertAction`] on its way from an API process to the processors, on the
+/// `sensor-alert-commands` topic. Every processor reads every command; the one whose
+/// engine holds the alert applies it, the others find no such alert and skip it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertCommandRecord {
+    /// What to do.
+    pub action: AlertAction,
+    /// The alert.
+    pub alert_id: String,
+}

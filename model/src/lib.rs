@@ -11,6 +11,6 @@ pub mod duration;
 pub mod manifest;
 pub mod reading;
 
-pub use alert::{Alert, AlertKind, AlertPhase, Severity};
+pub use alert::{Alert, AlertAction, AlertCommandRecord, AlertKind, AlertPhase, Severity};
 pub use manifest::{AlertRuleSpec, Manifest, ManifestError, ManifestSet, SensorFleetSpec};
 pub use reading::{Limits, Reading, Reject, RejectReason};

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use sensorfleet::http::HttpClient;
 
+pub mod stack;
+
 /// True when the tool is on PATH. Without it: under `CI`, panic; otherwise print why the
 /// test is skipped and return false.
 pub fn require_tool(tool: &str, package: &str) -> bool {

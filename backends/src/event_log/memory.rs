@@ -35,6 +35,8 @@ const BACKEND: &str = "embedded event log";
 pub struct MemoryLog {
     readings: Arc<TopicLog>,
     alerts: Arc<TopicLog>,
+    /// Alert commands: only used between processes, kept for completeness.
+    commands: Arc<TopicLog>,
     dead_letters: Arc<TopicLog>,
 }
 
@@ -152,6 +154,7 @@ impl MemoryLog {
         Self {
             readings: Arc::new(TopicLog::new(capacity, WhenFull::Wait)),
             alerts: Arc::new(TopicLog::new(capacity, WhenFull::DropOldest)),
+            commands: Arc::new(TopicLog::new(capacity, WhenFull::DropOldest)),
             dead_letters: Arc::new(TopicLog::new(capacity, WhenFull::DropOldest)),
         }
     }
@@ -160,6 +163,7 @@ impl MemoryLog {
         match topic {
             Topic::Readings => &self.readings,
             Topic::Alerts => &self.alerts,
+            Topic::Commands => &self.commands,
             Topic::DeadLetter => &self.dead_letters,
         }
     }

@@ -21,6 +21,9 @@ pub enum Topic {
     Alerts,
     /// Rejected messages with the reason in a header (`sensor-readings-dlq`).
     DeadLetter,
+    /// Acknowledge/clear requests from API processes to every processor
+    /// (`sensor-alert-commands`). Only used when the roles run as separate processes.
+    Commands,
 }
 
 impl Topic {
@@ -30,6 +33,7 @@ impl Topic {
             Self::Readings => "sensor-readings",
             Self::Alerts => "sensor-alerts",
             Self::DeadLetter => "sensor-readings-dlq",
+            Self::Commands => "sensor-alert-commands",
         }
     }
 }

@@ -31,6 +31,10 @@ pub struct BridgeConfig {
     pub client_id: String,
     /// Topic filter, `sensors/+/+`.
     pub filter: String,
+    /// Shared-subscription group: every bridge replica that names the same group shares
+    /// the stream (`$share/<group>/<filter>`), each message going to one of them. `None`
+    /// shares only between this bridge's own connections (group = `client_id`).
+    pub share_group: Option<String>,
     /// MQTT connections, all in one shared subscription (`$share/<client_id>/<filter>`)
     /// when more than one. A broker keeps at most a fixed number of unacknowledged QoS 1
     /// messages per connection (100 for rumqttd, `max_inflight_messages` for Mosquitto),
@@ -52,6 +56,7 @@ impl BridgeConfig {
             mqtt,
             client_id: "sensorfleet-bridge".to_owned(),
             filter: "sensors/+/+".to_owned(),
+            share_group: None,
             connections: 8,
             batch_max: 4000,
             linger: Duration::from_millis(5),
@@ -114,10 +119,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
     let connections = config.connections.clamp(1, 64);
-    let filter = if connections > 1 {
-        format!("$share/{}/{}", config.client_id, config.filter)
-    } else {
-        config.filter.clone()
+    let filter = match (&config.share_group, connections) {
+        (Some(group), _) => format!("$share/{group}/{}", config.filter),
+        (None, 1) => config.filter.clone(),
+        (None, _) => format!("$share/{}/{}", config.client_id, config.filter),
     };
     let (tx, mut rx) = mpsc::channel::<(usize, Publish)>(config.batch_max * 2);
     let mut clients = Vec::with_capacity(connections);

@@ -83,7 +83,10 @@ pub async fn run(
     mut commands: mpsc::Receiver<AlertCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
-    let mut consumer = sinks.log.subscribe(Topic::Readings, &config.group).await?;
+    let mut consumer = retry("processor", "event log", &mut shutdown, || {
+        sinks.log.subscribe(Topic::Readings, &config.group)
+    })
+    .await?;
     let mut engine = Engine::new(config.engine.clone());
     apply_declarations(&mut engine, &declarations.borrow_and_update());
     let rows = retry("processor", "registry", &mut shutdown, || {
@@ -99,13 +102,26 @@ pub async fn run(
     loop {
         // On shutdown, drain what the log holds (without waiting for more), then stop.
         let stopping = *shutdown.borrow();
-        let batch = if stopping {
-            consumer.poll(config.batch_max, 0).await?
+        let polled = if stopping {
+            consumer.poll(config.batch_max, 0).await
         } else {
             tokio::select! {
-                polled = consumer.poll(config.batch_max, 200) => polled?,
+                polled = consumer.poll(config.batch_max, 200) => polled,
                 _ = shutdown.changed() => continue,
             }
+        };
+        let batch = match polled {
+            Ok(batch) => batch,
+            // The log is unreachable: nothing was taken from it, so wait and poll again.
+            Err(e) if e.is_transient() && !stopping => {
+                telemetry::SINK_ERRORS
+                    .with_label_values(&["processor", "event log poll"])
+                    .inc();
+                warn!(error = %e, "polling the event log failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         if stopping && batch.is_empty() {
             break;

@@ -1,0 +1,464 @@
+//! The production pipeline, all real, each role its own process:
+//! `mosquitto_pub` and `sensorfleet simulate` → Mosquitto → `sensorfleet bridge` → Kafka →
+//! `sensorfleet processor` → InfluxDB + Redis + PostgreSQL → `sensorfleet api`,
+//! checked through the REST API, directly in InfluxDB (HTTP), Redis (`redis-cli`) and
+//! Kafka (`kcat`). Then the crash test: kill -9 the processor and the bridge in the
+//! middle of a steady stream and find every reading stored exactly once.
+//!
+//! Needs `scripts/testenv up` and `eval "$(scripts/testenv env)"` (make test does both).
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::eventually;
+use support::stack::Stack;
+
+/// An hour ago, whole seconds: recent enough for raw history, old enough that every
+/// reading of a test is in the past.
+fn base_ts_ms() -> i64 {
+    (chrono::Utc::now().timestamp() - 3600) * 1000
+}
+
+fn reading(device: &str, ts_ms: i64, celsius: f64) -> String {
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
+        .expect("a valid time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!(
+        r#"{{"device_id":"{device}","device_type":"temperature_sensor","timestamp":"{ts}","temperature_celsius":{celsius},"meta":{{"battery_level":90,"signal_strength":-60}}}}"#
+    )
+}
+
+fn fleet(name: &str, ids: &[String]) -> String {
+    let devices: Vec<String> = ids.iter().map(|id| format!("    - {{id: {id}}}")).collect();
+    format!(
+        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\nmetadata: {{name: {name}}}\n\
+         spec:\n  deviceType: temperature_sensor\n  location: Lab\n  publishInterval: 1s\n  \
+         offlineAfter: 5m\n  devices:\n{}\n",
+        devices.join("\n")
+    )
+}
+
+fn too_hot_rule(name: &str, fleet: &str) -> String {
+    format!(
+        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: AlertRule\nmetadata: {{name: {name}}}\n\
+         spec:\n  deviceType: temperature_sensor\n  fleet: {fleet}\n  metric: temperature_celsius\n  \
+         max: 30\n  clearMax: 29\n  severity: critical\n"
+    )
+}
+
+/// Publishes lines with one `mosquitto_pub -l` at QoS 1, `per_tick` lines every `tick`.
+fn publish_paced(
+    port: u16,
+    client_id: &str,
+    topic: &str,
+    lines: &[String],
+    per_tick: usize,
+    tick: Duration,
+) {
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-i", client_id, "-l", "-t", topic])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub -l");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for chunk in lines.chunks(per_tick.max(1)) {
+        for line in chunk {
+            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+        }
+        stdin.flush().expect("flush");
+        std::thread::sleep(tick);
+    }
+    drop(stdin);
+    assert!(child.wait().expect("mosquitto_pub").success());
+}
+
+async fn influx_count(stack: &Stack, device_regex: &str) -> u64 {
+    let json = stack
+        .influx_query(&format!(
+            "SELECT count(temperature_celsius) FROM temperature_sensor WHERE device_id =~ /{device_regex}/"
+        ))
+        .await;
+    json["results"][0]["series"][0]["values"][0][1]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_to_api_through_every_real_backend() {
+    let Some(stack) = Stack::start("pipe") else {
+        return;
+    };
+    let base = base_ts_ms();
+    let manual: Vec<String> = (1..=2).map(|i| format!("{}-m{i}", stack.run)).collect();
+    let simulated: Vec<String> = (1..=4).map(|i| format!("{}-s{i}", stack.run)).collect();
+    let manual_fleet = stack.manifest(
+        "manual.yaml",
+        &format!(
+            "{}---\n{}",
+            fleet("manual", &manual),
+            too_hot_rule("too-hot", "manual")
+        ),
+    );
+    let sim_fleet = stack.manifest("sim.yaml", &fleet("simulated", &simulated));
+    stack.apply(&[&manual_fleet, &sim_fleet]);
+
+    let processor = stack.role("processor", &[]);
+    let bridge = stack.role("bridge", &["--connections", "2"]);
+    let api = stack.role("api", &[]);
+    processor.ready(60).await;
+    bridge.ready(60).await;
+    api.ready(60).await;
+
+    // Readings by hand: three normal, two too hot (fires), acknowledged through the
+    // API (which asks the processor over Kafka), then back to normal (resolves).
+    let device = &manual[0];
+    let topic = format!("sensors/temperature_sensor/{device}");
+    let values = [21.0, 22.0, 23.0, 35.0, 36.0, 24.0, 22.5];
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            stack
+                .broker
+                .publish(&topic, &reading(device, base + i as i64 * 1000, values[i]));
+        }
+    };
+    publish(0..5);
+    let firing = eventually(30, "the too-hot alert firing", || {
+        let mut client = api.client();
+        let device = device.clone();
+        async move {
+            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
+            json["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["device_id"] == device.as_str() && a["state"] == "firing")
+                .cloned()
+        }
+    })
+    .await;
+    let id = firing["id"].as_str().expect("alert id").to_owned();
+    let acked = api
+        .client()
+        .post(&format!("/api/alerts/{id}/ack"))
+        .await
+        .expect("ack");
+    assert_eq!(
+        acked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&acked.body)
+    );
+    assert_eq!(acked.json()["state"], "acknowledged");
+    publish(5..values.len());
+
+    // Hostile and malformed payloads: dead-lettered, never stalling the stream.
+    let bad = [
+        ("sensors/temperature_sensor/x", "not json at all".to_owned()),
+        (
+            "sensors/temperature_sensor/other",
+            reading(&manual[1], base, 20.0),
+        ),
+        (
+            topic.as_str(),
+            format!(
+                r#"{{"device_id":"{device}","timestamp":"2026-05-29T10:30:00Z","temperature_celsius":NaN}}"#
+            ),
+        ),
+        (topic.as_str(), r#"{"temperature_celsius":20}"#.to_owned()),
+    ];
+    for (bad_topic, payload) in &bad {
+        stack.broker.publish(bad_topic, payload);
+    }
+    let after = format!("sensors/temperature_sensor/{}", manual[1]);
+    stack
+        .broker
+        .publish(&after, &reading(&manual[1], base + 500, 19.5));
+
+    // The simulator: 4 devices, 200 readings at QoS 1.
+    let simulate = Command::new(env!("CARGO_BIN_EXE_sensorfleet"))
+        .args(["simulate", "-f", &sim_fleet.display().to_string()])
+        .args([
+            "--mqtt-url",
+            &format!("mqtt://127.0.0.1:{}", stack.mqtt_port),
+        ])
+        .args(["--rate", "400", "--limit", "200", "--dropout-rate", "0"])
+        .output()
+        .expect("run sensorfleet simulate");
+    assert!(simulate.status.success(), "simulate failed");
+
+    // The REST API sees the latest value, the whole history and the alert.
+    let mut client = api.client();
+    let latest = eventually(30, "the last manual reading in /latest", || {
+        let mut client = api.client();
+        let path = format!("/api/device/{device}/latest");
+        async move {
+            let response = client.get(&path).await.ok()?;
+            (response.status == 200 && response.json()["timestamp"].as_str()?.starts_with("2026"))
+                .then(|| response.json())
+                .filter(|json| json["temperature_celsius"] == 22.5)
+        }
+    })
+    .await;
+    assert_eq!(latest["device_id"], device.as_str());
+    let history = client
+        .get(&format!(
+            "/api/device/{device}/history?hours=2&field=temperature_celsius&resolution=raw"
+        ))
+        .await
+        .expect("history");
+    assert_eq!(
+        history.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&history.body)
+    );
+    let points = history.json()["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(points.len(), values.len(), "history: {points:?}");
+
+    let alert = eventually(30, "the too-hot alert, resolved", || {
+        let mut client = api.client();
+        let device = device.clone();
+        async move {
+            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
+            json["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["device_id"] == device.as_str() && a["state"] == "resolved")
+                .cloned()
+        }
+    })
+    .await;
+    let alerts = client
+        .get("/api/alerts?limit=100")
+        .await
+        .expect("alerts")
+        .json();
+    let for_device: Vec<&serde_json::Value> = alerts["alerts"]
+        .as_array()
+        .expect("alerts array")
+        .iter()
+        .filter(|a| a["device_id"] == device.as_str())
+        .collect();
+    assert_eq!(for_device.len(), 1, "one alert, fired once: {for_device:?}");
+
+    // InfluxDB, read directly: the design's schema, every reading once.
+    assert_eq!(
+        influx_count(&stack, &format!("^{device}$")).await,
+        values.len() as u64
+    );
+    let sim_count = eventually(30, "200 simulated readings in InfluxDB", || {
+        let stack = &stack;
+        let regex = format!("^{}-s", stack.run);
+        async move {
+            let n = influx_count(stack, &regex).await;
+            (n == 200).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(sim_count, 200);
+    let tags = stack
+        .influx_query("SHOW TAG KEYS FROM temperature_sensor")
+        .await;
+    let tags = tags.to_string();
+    assert!(
+        tags.contains("device_id") && tags.contains("location"),
+        "{tags}"
+    );
+    let fields = stack
+        .influx_query("SHOW FIELD KEYS FROM temperature_sensor")
+        .await
+        .to_string();
+    for field in [
+        "temperature_celsius",
+        "meta_battery_level",
+        "meta_signal_strength",
+    ] {
+        assert!(fields.contains(field), "{field} missing from {fields}");
+    }
+
+    // Redis, read directly: latest values, the alert list, device metrics.
+    let prefix = &stack.redis_prefix;
+    let listed = stack.redis_cli(&["LRANGE", &format!("{prefix}alerts"), "0", "-1"]);
+    assert!(
+        listed.contains(alert["id"].as_str().expect("alert id")),
+        "alert list in Redis: {listed}"
+    );
+    let health = eventually(30, "a health score in Redis", || {
+        let key = format!("{prefix}device:{device}:health_score");
+        let stack = &stack;
+        async move {
+            let value = stack.redis_cli(&["GET", &key]);
+            value.trim().parse::<f64>().ok()
+        }
+    })
+    .await;
+    assert!((0.0..=1.0).contains(&health), "health {health}");
+
+    // Kafka, read with kcat: readings keyed by device, rejects with their reason.
+    let dead = stack.kafka_records("sensor-readings-dlq");
+    assert_eq!(dead.len(), bad.len(), "dead letters: {dead:?}");
+    for (_, headers, _) in &dead {
+        assert!(headers.contains("reason="), "a reason header: {headers}");
+    }
+    let reasons: Vec<&str> = dead.iter().map(|(_, h, _)| h.as_str()).collect();
+    for reason in [
+        "not_json",
+        "topic_mismatch",
+        "non_finite",
+        "missing_device_id",
+    ] {
+        assert!(
+            reasons
+                .iter()
+                .any(|h| h.contains(&format!("reason={reason}"))),
+            "{reason} among {reasons:?}"
+        );
+    }
+    let readings = stack.kafka_records("sensor-readings");
+    assert!(
+        readings.iter().filter(|(key, _, _)| key == device).count() == values.len(),
+        "keyed readings of {device} in Kafka"
+    );
+    // The reading after the bad ones arrived: the stream did not stall.
+    assert_eq!(influx_count(&stack, &format!("^{}$", manual[1])).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_processor_then_bridge_loses_nothing_and_duplicates_nothing() {
+    let Some(stack) = Stack::start("kill") else {
+        return;
+    };
+    let base = base_ts_ms();
+    let devices: Vec<String> = (1..=20).map(|i| format!("{}-d{i:02}", stack.run)).collect();
+    let manifest = stack.manifest(
+        "fleet.yaml",
+        &format!(
+            "{}---\n{}",
+            fleet("crash", &devices),
+            too_hot_rule("crash-hot", "crash")
+        ),
+    );
+    stack.apply(&[&manifest]);
+    let mut processor = stack.role("processor", &[]);
+    let mut bridge = stack.role("bridge", &["--connections", "2"]);
+    let api = stack.role("api", &[]);
+    processor.ready(60).await;
+    bridge.ready(60).await;
+    api.ready(60).await;
+
+    // 20 devices × 400 readings, one second apart in device time; device 01 runs hot
+    // from its 50th reading on, so its alert fires before the first kill and must not
+    // fire again after the restarts.
+    let per_device = 400;
+    let mut lines = Vec::with_capacity(devices.len() * per_device);
+    for i in 0..per_device {
+        for (d, device) in devices.iter().enumerate() {
+            let hot = d == 0 && i >= 50;
+            let value = if hot {
+                40.0
+            } else {
+                20.0 + (i % 7) as f64 * 0.1
+            };
+            lines.push(reading(device, base + i as i64 * 1000, value));
+        }
+    }
+    let total = lines.len() as u64;
+    let port = stack.mqtt_port;
+    // ~1,000 readings/s for ~8 s: one QoS 1 publisher per device (its own topic), each
+    // sending 5 readings every 100 ms.
+    let by_device: Vec<(String, Vec<String>)> = devices
+        .iter()
+        .map(|device| {
+            let mine: Vec<String> = lines
+                .iter()
+                .filter(|l| l.contains(&format!("\"{device}\"")))
+                .cloned()
+                .collect();
+            (format!("sensors/temperature_sensor/{device}"), mine)
+        })
+        .collect();
+    let run = stack.run.clone();
+    let publishers: Vec<std::thread::JoinHandle<()>> = by_device
+        .into_iter()
+        .enumerate()
+        .map(|(n, (topic, mine))| {
+            let client_id = format!("{run}-pub{n}");
+            std::thread::spawn(move || {
+                publish_paced(
+                    port,
+                    &client_id,
+                    &topic,
+                    &mine,
+                    5,
+                    Duration::from_millis(100),
+                )
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    processor.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    processor.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bridge.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bridge.restart();
+    for publisher in publishers {
+        publisher.join().expect("publisher");
+    }
+    eprintln!("published {total} readings in {:?}", started.elapsed());
+
+    let regex = format!("^{}-d", stack.run);
+    let stored = eventually(90, "every reading in InfluxDB", || {
+        let stack = &stack;
+        let regex = regex.clone();
+        async move {
+            let n = influx_count(stack, &regex).await;
+            (n >= total).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(stored, total, "exactly once: count by device and timestamp");
+    // Per device, too (a loss in one and a duplicate in another must not cancel out).
+    for device in &devices {
+        assert_eq!(
+            influx_count(&stack, &format!("^{device}$")).await,
+            per_device as u64,
+            "{device}"
+        );
+    }
+    // The processor caught up and the hot device's alert exists exactly once.
+    let hot = &devices[0];
+    let alerts = eventually(60, "the processor caught up", || {
+        let mut client = api.client();
+        let hot = hot.clone();
+        async move {
+            let json = client.get("/api/alerts?limit=500").await.ok()?.json();
+            let mine: Vec<serde_json::Value> = json["alerts"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["device_id"] == hot.as_str())
+                .cloned()
+                .collect();
+            (!mine.is_empty()).then_some(mine)
+        }
+    })
+    .await;
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the alert was not duplicated by the restarts: {alerts:?}"
+    );
+    assert!(
+        processor.log_text().matches("processor starting").count() == 2,
+        "the processor really restarted"
+    );
+    assert!(bridge.log_text().matches("bridge starting").count() == 2);
+}
