@@ -14,9 +14,11 @@ use tokio::sync::OnceCell;
 
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
+use crate::event_log::kafka::{KafkaLog, KafkaOptions};
 use crate::event_log::memory::MemoryLog;
 use crate::postgres::PostgresRegistry;
 use crate::sqlite::SqliteStore;
+use crate::timeseries::influx::{InfluxOptions, InfluxStore};
 use crate::{BackendError, Cache, EventLog, Registry, TimeSeries};
 
 /// One backend concern, as named in flags and errors.
@@ -242,11 +244,9 @@ impl Connector {
                 self.shared_only(Concern::EventLog, "event log")?;
                 Ok(Arc::new(MemoryLog::new(capacity)))
             }
-            Choice::Url(url) => Err(ConnectError::Unsupported {
-                flag: Concern::EventLog.flag(),
-                shown: mask(&url),
-                accepted: "`embedded` (the Kafka event log is not built into this binary yet)",
-            }),
+            Choice::Url(url) => Ok(Arc::new(
+                KafkaLog::connect(&url, KafkaOptions::default()).await?,
+            )),
         }
     }
 
@@ -254,11 +254,9 @@ impl Connector {
     pub async fn time_series(&self) -> Result<Arc<dyn TimeSeries>, ConnectError> {
         match choose(Concern::TimeSeries, &self.urls.time_series)? {
             Choice::Embedded => Ok(Arc::new(self.sqlite().await?)),
-            Choice::Url(url) => Err(ConnectError::Unsupported {
-                flag: Concern::TimeSeries.flag(),
-                shown: mask(&url),
-                accepted: "`embedded` (the InfluxDB store is not built into this binary yet)",
-            }),
+            Choice::Url(url) => Ok(Arc::new(
+                InfluxStore::connect(&url, InfluxOptions::default()).await?,
+            )),
         }
     }
 

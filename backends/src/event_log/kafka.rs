@@ -78,6 +78,8 @@ pub struct TopicNames {
     pub alerts: String,
     /// Rejects; `sensor-readings-dlq` by default.
     pub dead_letter: String,
+    /// Acknowledge/clear requests between API and processors; `sensor-alert-commands`.
+    pub commands: String,
 }
 
 impl Default for TopicNames {
@@ -94,6 +96,7 @@ impl TopicNames {
             readings: name(Topic::Readings),
             alerts: name(Topic::Alerts),
             dead_letter: name(Topic::DeadLetter),
+            commands: name(Topic::Commands),
         }
     }
 
@@ -103,11 +106,12 @@ impl TopicNames {
             Topic::Readings => &self.readings,
             Topic::Alerts => &self.alerts,
             Topic::DeadLetter => &self.dead_letter,
+            Topic::Commands => &self.commands,
         }
     }
 
-    fn all(&self) -> [&str; 3] {
-        [&self.readings, &self.alerts, &self.dead_letter]
+    fn all(&self) -> [&str; 4] {
+        [&self.readings, &self.alerts, &self.dead_letter, &self.commands]
     }
 }
 
