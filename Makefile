@@ -23,9 +23,10 @@ deps:
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 
 ## services: the real services the backend integration tests use (scripts/testenv;
-## idempotent: what already answers is left alone).
+## idempotent: what already answers is left alone). kube is a Kubernetes control plane
+## built from Go modules the first time (20-40 minutes on 2 cores, then cached).
 services:
-	scripts/testenv up postgres redis kafka influxdb
+	scripts/testenv up postgres redis kafka influxdb kube
 
 ## build: the release binary.
 build:
