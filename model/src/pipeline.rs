@@ -158,7 +158,8 @@ pub struct KafkaSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InfluxSpec {
-    /// Base URL, e.g. `http://influxdb:8086`.
+    /// Base URL, e.g. `http://influxdb:8086` (plain HTTP: the workers do not speak TLS to
+    /// InfluxDB yet).
     pub url: String,
     /// Database the readings are written to (default `sensors`).
     #[serde(default = "default_database")]
