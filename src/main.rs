@@ -13,6 +13,8 @@ use sensorfleet::detect;
 use sensorfleet::up::{self, UpConfig};
 use sensorfleet_model::analytics::DetectorConfig;
 use sensorfleet_model::duration::parse_duration_ms;
+use sensorfleet_operator::crdgen;
+use sensorfleet_operator::run::{self as operator, OperatorConfig};
 use sensorfleet_workers::mqtt::MqttEndpoint;
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
 use tokio::sync::watch;
@@ -56,6 +58,40 @@ enum Role {
     Detect(DetectArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(BenchArgs),
+    /// Print the CustomResourceDefinitions (Pipeline, SensorFleet, AlertRule) as YAML, or
+    /// write crds/<plural>.yaml with --out.
+    Crdgen(CrdgenArgs),
+    /// Run the Kubernetes operator: reconcile Pipelines, SensorFleets and AlertRules.
+    Operator(OperatorArgs),
+}
+
+#[derive(clap::Args)]
+struct CrdgenArgs {
+    /// Write one file per CRD into this folder instead of printing them.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SENSORFLEET_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the leader-election Lease: the operator's own.
+    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "sensorfleet-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease and in Events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// A leader that has not renewed its Lease for this long is replaced.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How often an unchanged object is checked again to repair drift.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    resync: Duration,
 }
 
 #[derive(clap::Args)]
@@ -326,6 +362,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             bench::print(&report);
+            Ok(())
+        }
+        Role::Crdgen(args) => {
+            match args.out {
+                Some(dir) => {
+                    for path in crdgen::write_dir(&dir)? {
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+                None => print!("{}", crdgen::all_yaml()?),
+            }
+            Ok(())
+        }
+        Role::Operator(args) => {
+            let identity = args
+                .identity
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("sensorfleet-operator-{}", std::process::id()));
+            operator::run(OperatorConfig {
+                namespace: args.namespace,
+                lease_namespace: args.lease_namespace,
+                lease_name: args.lease_name,
+                identity,
+                lease_duration: args.lease_duration,
+                resync: args.resync,
+            })
+            .await?;
             Ok(())
         }
     }

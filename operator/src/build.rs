@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec,
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretKeySelector, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -153,13 +153,19 @@ pub fn worker_config(name: &str, spec: &PipelineSpec) -> BTreeMap<String, String
         ),
         // One consumer group and one shared subscription per pipeline, so two pipelines
         // on one Kafka or broker do not steal each other's messages.
-        ("SENSORFLEET_PROCESSOR_GROUP".into(), format!("{name}-processor")),
+        (
+            "SENSORFLEET_PROCESSOR_GROUP".into(),
+            format!("{name}-processor"),
+        ),
         ("SENSORFLEET_BRIDGE_GROUP".into(), format!("{name}-bridge")),
         (
             "SENSORFLEET_METRICS_ADDR".into(),
             format!("0.0.0.0:{METRICS_PORT}"),
         ),
-        ("SENSORFLEET_HTTP_ADDR".into(), format!("0.0.0.0:{API_PORT}")),
+        (
+            "SENSORFLEET_HTTP_ADDR".into(),
+            format!("0.0.0.0:{API_PORT}"),
+        ),
         ("SENSORFLEET_LOG_FORMAT".into(), "json".into()),
     ])
 }
@@ -186,7 +192,11 @@ pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
         &spec.postgres.url_key,
     )];
     if let Some(secret) = &spec.redis.password_secret {
-        env.push(from_secret("SENSORFLEET_REDIS_PASSWORD", secret, "password"));
+        env.push(from_secret(
+            "SENSORFLEET_REDIS_PASSWORD",
+            secret,
+            "password",
+        ));
         env.push(plain(
             "SENSORFLEET_REDIS_URL",
             &with_userinfo(&spec.redis.url, ":$(SENSORFLEET_REDIS_PASSWORD)"),

@@ -52,10 +52,7 @@ pub fn file_name(crd: &CustomResourceDefinition) -> String {
 
 /// Every CRD as one multi-document YAML stream (what `crdgen` prints).
 pub fn all_yaml() -> Result<String, CrdgenError> {
-    let docs = crds()
-        .iter()
-        .map(to_yaml)
-        .collect::<Result<Vec<_>, _>>()?;
+    let docs = crds().iter().map(to_yaml).collect::<Result<Vec<_>, _>>()?;
     Ok(docs.join("---\n"))
 }
 
@@ -225,7 +222,10 @@ mod tests {
                 .flatten()
                 .map(|c| c.name.as_str())
                 .collect();
-            assert!(columns.contains(&"Ready") && columns.contains(&"Age"), "{columns:?}");
+            assert!(
+                columns.contains(&"Ready") && columns.contains(&"Age"),
+                "{columns:?}"
+            );
         }
     }
 

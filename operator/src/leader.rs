@@ -50,9 +50,9 @@ pub fn decide(lease: Option<&LeaseView>, me: &str, now_ms: i64) -> Decision {
         return Decision::Renew;
     }
     // A Lease with no renew time was never renewed: treat it as expired.
-    let expires_ms = lease
-        .renewed_ms
-        .map_or(i64::MIN, |renewed| renewed.saturating_add(lease.duration_ms));
+    let expires_ms = lease.renewed_ms.map_or(i64::MIN, |renewed| {
+        renewed.saturating_add(lease.duration_ms)
+    });
     if now_ms >= expires_ms {
         Decision::Acquire
     } else {
@@ -98,11 +98,14 @@ pub fn next_lease(
         spec: Some(LeaseSpec {
             holder_identity: Some(me.to_owned()),
             lease_duration_seconds: Some(i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)),
-            acquire_time: if acquiring { now.clone() } else { old.acquire_time },
+            acquire_time: if acquiring {
+                now.clone()
+            } else {
+                old.acquire_time
+            },
             renew_time: now,
             lease_transitions: Some(
-                old.lease_transitions.unwrap_or(0)
-                    + i32::from(acquiring && current.is_some()),
+                old.lease_transitions.unwrap_or(0) + i32::from(acquiring && current.is_some()),
             ),
             ..old
         }),
@@ -322,10 +325,20 @@ mod tests {
         assert_eq!(spec.acquire_time.map(|t| t.0.as_millisecond()), Some(1_000));
         assert_eq!(renewed.metadata.resource_version.as_deref(), Some("7"));
 
-        let taken = next_lease(Some(&stored), "op", "b", 20_000, duration, &Decision::Acquire);
+        let taken = next_lease(
+            Some(&stored),
+            "op",
+            "b",
+            20_000,
+            duration,
+            &Decision::Acquire,
+        );
         let spec = taken.spec.expect("spec");
         assert_eq!(spec.holder_identity.as_deref(), Some("b"));
         assert_eq!(spec.lease_transitions, Some(1));
-        assert_eq!(spec.acquire_time.map(|t| t.0.as_millisecond()), Some(20_000));
+        assert_eq!(
+            spec.acquire_time.map(|t| t.0.as_millisecond()),
+            Some(20_000)
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod error;
 pub mod leader;
 pub mod mirror;
 pub mod partitions;
+pub mod run;
 pub mod topic;
 pub mod validate;
 

@@ -193,7 +193,10 @@ mod tests {
         let edited = with_rule(&stored, &rule("a", 5.0)).expect("changed");
         assert_eq!(edited.len(), 2);
         assert!(edited.contains(&rule("a", 5.0)) && edited.contains(&rule("b", 2.0)));
-        assert_eq!(with_rule(&stored, &rule("c", 1.0)).map(|r| r.len()), Some(3));
+        assert_eq!(
+            with_rule(&stored, &rule("c", 1.0)).map(|r| r.len()),
+            Some(3)
+        );
         assert_eq!(without_rule(&stored, "a"), Some(vec![rule("b", 2.0)]));
         assert_eq!(without_rule(&stored, "zzz"), None);
     }
@@ -218,11 +221,36 @@ mod tests {
     #[test]
     fn firing_count_and_last_fired() {
         let alerts = [
-            alert("hot", AlertPhase::Firing, "2026-01-01T10:00:00Z", "2026-01-01T09:59:30Z"),
-            alert("hot", AlertPhase::Acknowledged, "2026-01-01T09:00:00Z", "2026-01-01T08:59:00Z"),
-            alert("hot", AlertPhase::Resolved, "2026-01-01T12:00:00Z", "2026-01-01T11:00:00Z"),
-            alert("hot", AlertPhase::Pending, "2026-01-01T13:00:00Z", "2026-01-01T13:00:00Z"),
-            alert("cold", AlertPhase::Firing, "2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z"),
+            alert(
+                "hot",
+                AlertPhase::Firing,
+                "2026-01-01T10:00:00Z",
+                "2026-01-01T09:59:30Z",
+            ),
+            alert(
+                "hot",
+                AlertPhase::Acknowledged,
+                "2026-01-01T09:00:00Z",
+                "2026-01-01T08:59:00Z",
+            ),
+            alert(
+                "hot",
+                AlertPhase::Resolved,
+                "2026-01-01T12:00:00Z",
+                "2026-01-01T11:00:00Z",
+            ),
+            alert(
+                "hot",
+                AlertPhase::Pending,
+                "2026-01-01T13:00:00Z",
+                "2026-01-01T13:00:00Z",
+            ),
+            alert(
+                "cold",
+                AlertPhase::Firing,
+                "2026-01-02T00:00:00Z",
+                "2026-01-02T00:00:00Z",
+            ),
         ];
         assert_eq!(
             rule_activity(&alerts, "hot"),

@@ -81,7 +81,9 @@ pub fn resolve_pipeline<'a>(
             "Pipeline {name:?} does not exist in this namespace (yet)"
         )),
         (None, [only]) => Ok(only),
-        (None, []) => Err("no Pipeline in this namespace: create one or name it in spec.pipeline".into()),
+        (None, []) => {
+            Err("no Pipeline in this namespace: create one or name it in spec.pipeline".into())
+        }
         (None, _) => Err(format!(
             "{} Pipelines in this namespace: name one in spec.pipeline",
             pipelines_in_namespace.len()
@@ -138,8 +140,16 @@ mod tests {
         let two = vec!["main".to_owned(), "test".to_owned()];
         assert_eq!(resolve_pipeline(None, &one), Ok("main"));
         assert_eq!(resolve_pipeline(Some("test"), &two), Ok("test"));
-        assert!(resolve_pipeline(None, &two).unwrap_err().contains("name one"));
+        assert!(
+            resolve_pipeline(None, &two)
+                .unwrap_err()
+                .contains("name one")
+        );
         assert!(resolve_pipeline(None, &[]).is_err());
-        assert!(resolve_pipeline(Some("gone"), &one).unwrap_err().contains("does not exist"));
+        assert!(
+            resolve_pipeline(Some("gone"), &one)
+                .unwrap_err()
+                .contains("does not exist")
+        );
     }
 }

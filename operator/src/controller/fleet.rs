@@ -14,7 +14,9 @@ use sensorfleet_model::status::{
     SensorFleetStatus, find_condition, set_condition,
 };
 
-use super::{Context, Unresolved, now, patch_status_if_changed, pipeline_registry, retry_dependency};
+use super::{
+    Context, Unresolved, now, patch_status_if_changed, pipeline_registry, retry_dependency,
+};
 use crate::mirror::device_records;
 use crate::{Error, FINALIZER, validate};
 
@@ -49,17 +51,35 @@ async fn apply(
     status.device_count = declared_count(&fleet.spec);
 
     if fleet.spec.paused {
-        set_ready(&mut status, ConditionStatus::Unknown, REASON_PAUSED, "spec.paused is true: the mirror is left as it is".into(), &at);
+        set_ready(
+            &mut status,
+            ConditionStatus::Unknown,
+            REASON_PAUSED,
+            "spec.paused is true: the mirror is left as it is".into(),
+            &at,
+        );
         patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
     let problems = validate::fleet(&fleet.spec);
     if !problems.is_empty() {
         let message = validate::summary(&problems);
-        set_ready(&mut status, ConditionStatus::False, REASON_INVALID_SPEC, message.clone(), &at);
+        set_ready(
+            &mut status,
+            ConditionStatus::False,
+            REASON_INVALID_SPEC,
+            message.clone(),
+            &at,
+        );
         if patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await? {
-            ctx.event(fleet.as_ref(), EventType::Warning, REASON_INVALID_SPEC, "Validate", message)
-                .await;
+            ctx.event(
+                fleet.as_ref(),
+                EventType::Warning,
+                REASON_INVALID_SPEC,
+                "Validate",
+                message,
+            )
+            .await;
         }
         return Ok(Action::await_change());
     }
@@ -106,7 +126,10 @@ async fn apply(
         &mut status,
         ConditionStatus::True,
         REASON_RECONCILED,
-        format!("{} devices mirrored to the registry of Pipeline {pipeline}", records.len()),
+        format!(
+            "{} devices mirrored to the registry of Pipeline {pipeline}",
+            records.len()
+        ),
         &at,
     );
     patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await?;

@@ -118,9 +118,7 @@ impl Context {
 /// Delay before retry number `failures` (1-based): 2 s, 4 s, 8 s … at most 5 min.
 pub fn backoff(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE
-        .saturating_mul(1 << exponent)
-        .min(BACKOFF_MAX)
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
 }
 
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -286,7 +284,8 @@ pub async fn run(
     let ns = namespace.as_deref();
     // Watch only what the operator made: an operator that cached every ConfigMap and
     // Service of a large cluster would cost more than the workers it runs.
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=sensorfleet-operator");
+    let owned =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=sensorfleet-operator");
     let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let signal = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
@@ -331,29 +330,35 @@ pub async fn run(
         )
         .for_each(log_result);
 
-    let fleets = Controller::new(api_for::<SensorFleet>(&client, ns), watcher::Config::default())
-        .graceful_shutdown_on(signal(&shutdown_tx))
-        .run(
-            |obj, ctx| {
-                let inner = fleet::reconcile(obj.clone(), ctx.clone());
-                tracked(obj, ctx, inner)
-            },
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(log_result);
+    let fleets = Controller::new(
+        api_for::<SensorFleet>(&client, ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(signal(&shutdown_tx))
+    .run(
+        |obj, ctx| {
+            let inner = fleet::reconcile(obj.clone(), ctx.clone());
+            tracked(obj, ctx, inner)
+        },
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(log_result);
 
-    let rules = Controller::new(api_for::<AlertRule>(&client, ns), watcher::Config::default())
-        .graceful_shutdown_on(signal(&shutdown_tx))
-        .run(
-            |obj, ctx| {
-                let inner = rule::reconcile(obj.clone(), ctx.clone());
-                tracked(obj, ctx, inner)
-            },
-            error_policy,
-            ctx,
-        )
-        .for_each(log_result);
+    let rules = Controller::new(
+        api_for::<AlertRule>(&client, ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(signal(&shutdown_tx))
+    .run(
+        |obj, ctx| {
+            let inner = rule::reconcile(obj.clone(), ctx.clone());
+            tracked(obj, ctx, inner)
+        },
+        error_policy,
+        ctx,
+    )
+    .for_each(log_result);
 
     let stop = async move {
         shutdown.await;

@@ -12,8 +12,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use sensorfleet_model::status::{
     Condition, ConditionStatus, DEGRADED, PipelineStatus, READY, REASON_INVALID_SPEC,
-    REASON_PAUSED, REASON_RECONCILED, TOPIC_READY, WorkerReplicas, find_condition,
-    set_condition,
+    REASON_PAUSED, REASON_RECONCILED, TOPIC_READY, WorkerReplicas, find_condition, set_condition,
 };
 use sensorfleet_model::{Pipeline, SensorFleet};
 use serde::Serialize;
@@ -101,12 +100,24 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
     // Build and apply.
     let desired = build::pipeline_objects(&pipeline, replicas)?;
     let client = &ctx.client;
-    apply(&Api::<ConfigMap>::namespaced(client.clone(), &namespace), &desired.config_map).await?;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+        &desired.config_map,
+    )
+    .await?;
     for deployment in &desired.deployments {
-        apply(&Api::<Deployment>::namespaced(client.clone(), &namespace), deployment).await?;
+        apply(
+            &Api::<Deployment>::namespaced(client.clone(), &namespace),
+            deployment,
+        )
+        .await?;
     }
     for service in &desired.services {
-        apply(&Api::<Service>::namespaced(client.clone(), &namespace), service).await?;
+        apply(
+            &Api::<Service>::namespaced(client.clone(), &namespace),
+            service,
+        )
+        .await?;
     }
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
     match &desired.ingress {
@@ -341,7 +352,11 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         let topic_ready = find_condition(&status.conditions, TOPIC_READY).expect("TopicReady");
         assert_eq!(topic_ready.reason, "PartitionsKept");
-        assert!(topic_ready.message.contains("only grow"), "{}", topic_ready.message);
+        assert!(
+            topic_ready.message.contains("only grow"),
+            "{}",
+            topic_ready.message
+        );
         let ready = find_condition(&status.conditions, READY).expect("Ready");
         assert_eq!(ready.status, ConditionStatus::True);
     }
@@ -361,7 +376,14 @@ mod tests {
             REPLICAS,
             "t1",
         );
-        let again = applied(first.clone(), Some(1), &plan(5_000, 5, 5), &topic, REPLICAS, "t2");
+        let again = applied(
+            first.clone(),
+            Some(1),
+            &plan(5_000, 5, 5),
+            &topic,
+            REPLICAS,
+            "t2",
+        );
         assert_eq!(first, again, "no write when nothing changed");
     }
 
@@ -391,10 +413,16 @@ mod tests {
         let status = invalid(PipelineStatus::default(), Some(2), "spec.image: empty", "t");
         assert!(is_invalid(&status));
         let ready = find_condition(&status.conditions, READY).expect("Ready");
-        assert_eq!((ready.status, ready.message.as_str()), (ConditionStatus::False, "spec.image: empty"));
+        assert_eq!(
+            (ready.status, ready.message.as_str()),
+            (ConditionStatus::False, "spec.image: empty")
+        );
         let status = paused(status, Some(3), "t2");
         let ready = find_condition(&status.conditions, READY).expect("Ready");
-        assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::Unknown, REASON_PAUSED));
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::Unknown, REASON_PAUSED)
+        );
         assert!(!is_invalid(&status));
     }
 }

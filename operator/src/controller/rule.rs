@@ -15,7 +15,9 @@ use sensorfleet_model::status::{
 };
 use sensorfleet_model::{AlertRule, SensorFleet};
 
-use super::{Context, Unresolved, now, patch_status_if_changed, pipeline_registry, retry_dependency};
+use super::{
+    Context, Unresolved, now, patch_status_if_changed, pipeline_registry, retry_dependency,
+};
 use crate::mirror::{rule_activity, with_rule, without_rule};
 use crate::{Error, FINALIZER, validate};
 
@@ -39,7 +41,11 @@ pub async fn reconcile(rule: Arc<AlertRule>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// The pipeline a rule names, else its fleet's, else none (the namespace's only one).
-async fn pipeline_of(rule: &AlertRule, ctx: &Context, namespace: &str) -> Result<Option<String>, Error> {
+async fn pipeline_of(
+    rule: &AlertRule,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<String>, Error> {
     if let Some(pipeline) = &rule.spec.pipeline {
         return Ok(Some(pipeline.clone()));
     }
@@ -63,7 +69,13 @@ async fn apply(
     let at = now();
 
     if rule.spec.paused {
-        set_ready(&mut status, ConditionStatus::Unknown, REASON_PAUSED, "spec.paused is true: the mirror is left as it is".into(), &at);
+        set_ready(
+            &mut status,
+            ConditionStatus::Unknown,
+            REASON_PAUSED,
+            "spec.paused is true: the mirror is left as it is".into(),
+            &at,
+        );
         patch_status_if_changed(api, rule.as_ref(), old.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
@@ -72,10 +84,22 @@ async fn apply(
         Ok(compiled) if problems.is_empty() => compiled,
         _ => {
             let message = validate::summary(&problems);
-            set_ready(&mut status, ConditionStatus::False, REASON_INVALID_SPEC, message.clone(), &at);
+            set_ready(
+                &mut status,
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                message.clone(),
+                &at,
+            );
             if patch_status_if_changed(api, rule.as_ref(), old.as_ref(), &status).await? {
-                ctx.event(rule.as_ref(), EventType::Warning, REASON_INVALID_SPEC, "Validate", message)
-                    .await;
+                ctx.event(
+                    rule.as_ref(),
+                    EventType::Warning,
+                    REASON_INVALID_SPEC,
+                    "Validate",
+                    message,
+                )
+                .await;
             }
             return Ok(Action::await_change());
         }
