@@ -31,6 +31,7 @@ const DEFAULT_PUBLISH_INTERVAL_MS: i64 = 10_000;
 pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(ms|s|m|h|d))+)$";
 
 /// A group of devices of one type in one pipeline.
+#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[kube(
@@ -120,6 +121,7 @@ pub struct GenerateSpec {
 }
 
 /// A threshold rule on one metric of a device type or fleet.
+#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[kube(
@@ -821,6 +823,15 @@ spec:
         );
         let e = error_of(&two);
         assert!(e.problem.contains("already declared"), "{e}");
+    }
+
+    #[test]
+    fn a_pipeline_beside_the_fleets_is_skipped() {
+        let with_pipeline = format!(
+            "{FLEET}---\napiVersion: iot.sensorfleet.dev/v1alpha1\nkind: Pipeline\nmetadata: {{name: main}}\nspec: {{image: sensorfleet:0.1.0}}\n"
+        );
+        let set = parse(&with_pipeline).expect("a Pipeline is not an error for up");
+        assert_eq!((set.fleets.len(), set.rules.len()), (1, 1));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::status::PipelineStatus;
 pub const MAX_PARTITIONS: i32 = 10_000;
 
 /// How the backends are reached and the workers run.
+#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[kube(
