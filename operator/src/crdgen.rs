@@ -28,9 +28,60 @@ pub enum CrdgenError {
     },
 }
 
+/// Integer formats schemars writes for Rust's unsigned and small types, which the API
+/// server does not know and warns about on every apply (`int32`/`int64` it knows; the
+/// `minimum` schemars adds for unsigned types stays and says what the format said).
+const UNKNOWN_FORMATS: [&str; 6] = ["uint8", "int8", "uint16", "int16", "uint32", "uint64"];
+
 /// The three CRDs, in a fixed order: Pipeline, SensorFleet, AlertRule.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Pipeline::crd(), SensorFleet::crd(), AlertRule::crd()]
+    [Pipeline::crd(), SensorFleet::crd(), AlertRule::crd()]
+        .into_iter()
+        .map(tidy)
+        .collect()
+}
+
+/// Doc comments are wrapped at 90 columns in the source; `kubectl explain` wraps again,
+/// so a kept line break shows as a ragged line. Paragraph breaks (blank lines) stay.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// Removes the formats the API server warns about and unwraps descriptions.
+fn tidy(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(node: &mut serde_json::Value) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .is_some_and(|f| UNKNOWN_FORMATS.contains(&f))
+                {
+                    map.remove("format");
+                }
+                if let Some(serde_json::Value::String(text)) = map.get_mut("description") {
+                    *text = unwrap_lines(text);
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    strip(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// One CRD as a YAML document, with a header saying where it comes from.
@@ -162,6 +213,24 @@ mod tests {
             let mut problems = Vec::new();
             structural_problems("", &schema_of(&crd), &mut problems);
             assert!(problems.is_empty(), "{}: {problems:?}", crd.spec.names.kind);
+        }
+    }
+
+    #[test]
+    fn no_format_the_api_server_warns_about() {
+        for crd in crds() {
+            let text = serde_json::to_string(&crd).expect("serialises");
+            for format in UNKNOWN_FORMATS {
+                assert!(
+                    !text.contains(&format!("\"format\":\"{format}\"")),
+                    "{}: {format}",
+                    crd.spec.names.kind
+                );
+            }
+            assert!(
+                text.contains("\"minimum\":"),
+                "unsigned fields keep their minimum"
+            );
         }
     }
 
