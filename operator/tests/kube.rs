@@ -262,9 +262,8 @@ spec:
                 .template
                 .spec
                 .as_ref()
-                .map(|p| p.containers[0].args.clone())
-                .flatten()
-                .map(|a| a[0].clone())
+                .and_then(|p| p.containers[0].args.clone())
+                .and_then(|a| a.first().cloned())
                 .as_deref(),
             name.strip_prefix("main-")
         );
@@ -344,7 +343,7 @@ spec:
     set_fleet_count(&fleets, "big", 5000).await;
     let kept = pipeline_status(&pipelines, "partitions kept after shrink", |s| {
         let topic = find_condition(&s.conditions, TOPIC_READY)?;
-        (s.wanted_partitions == 5 && topic.reason == "PartitionsKept").then(|| s.partitions)
+        (s.wanted_partitions == 5 && topic.reason == "PartitionsKept").then_some(s.partitions)
     })
     .await;
     assert_eq!(kept, 50);
