@@ -372,6 +372,26 @@ spec:
     .await;
     assert_eq!(broken.status, ConditionStatus::False);
     assert!(broken.message.contains("spec.min"), "{}", broken.message);
+    // Notable changes are Kubernetes Events on the object.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let reasons = eventually("events published", || async {
+        let reasons: Vec<(String, String)> = events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .map(|e| {
+                let regarding = e.regarding.and_then(|r| r.name).unwrap_or_default();
+                (regarding, e.reason.unwrap_or_default())
+            })
+            .collect();
+        let has = |name: &str, reason: &str| reasons.iter().any(|(n, r)| n == name && r == reason);
+        (has("broken", "InvalidSpec") && has("main", "PartitionsGrown") && has("big", "Mirrored"))
+            .then_some(reasons)
+    })
+    .await;
+    assert!(!reasons.is_empty());
     eventually("rule mirrored", || async {
         let rules = registry.rules().await.ok()?;
         rules
@@ -487,4 +507,58 @@ spec:
         )
         .await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_candidates_one_leader_through_a_real_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use sensorfleet_operator::leader::LeaderElector;
+
+    let Some(path) = kubeconfig() else { return };
+    let client = client(&path).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let name = format!(
+        "sf-operator-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000)
+            .unwrap_or_default()
+    );
+    let duration = Duration::from_secs(15);
+    let a = LeaderElector::new(leases.clone(), &name, "replica-a", duration);
+    let b = LeaderElector::new(leases.clone(), &name, "replica-b", duration);
+
+    assert_eq!(
+        a.try_lead().await.expect("api"),
+        Ok(()),
+        "a takes the free Lease"
+    );
+    assert_eq!(
+        b.try_lead().await.expect("api"),
+        Err("replica-a".to_owned())
+    );
+    assert_eq!(a.try_lead().await.expect("api"), Ok(()), "a renews");
+    let lease = leases.get(&name).await.expect("lease");
+    assert_eq!(
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref()),
+        Some("replica-a")
+    );
+    a.release().await;
+    assert_eq!(
+        b.try_lead().await.expect("api"),
+        Ok(()),
+        "b takes the released Lease"
+    );
+    let spec = leases.get(&name).await.expect("lease").spec.expect("spec");
+    assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert_eq!(
+        a.try_lead().await.expect("api"),
+        Err("replica-b".to_owned())
+    );
+    let _ = leases.delete(&name, &DeleteParams::default()).await;
 }
