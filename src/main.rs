@@ -19,6 +19,8 @@ use sensorfleet::up::{self, UpBackends, UpConfig};
 use sensorfleet_backends::connect::BackendUrls;
 use sensorfleet_model::analytics::DetectorConfig;
 use sensorfleet_model::duration::parse_duration_ms;
+use sensorfleet_operator::crdgen;
+use sensorfleet_operator::run::{self as operator, OperatorConfig};
 use sensorfleet_workers::mqtt::MqttEndpoint;
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
 use tokio::sync::watch;
@@ -80,6 +82,11 @@ enum Role {
     /// Compute hourly min/mean/max rollups for long-range history in the time-series
     /// store, once (for a CronJob) or --every interval.
     Rollup(RollupArgs),
+    /// Print the CustomResourceDefinitions (Pipeline, SensorFleet, AlertRule) as YAML, or
+    /// write crds/<plural>.yaml with --out.
+    Crdgen(CrdgenArgs),
+    /// Run the Kubernetes operator: reconcile Pipelines, SensorFleets and AlertRules.
+    Operator(OperatorArgs),
 }
 
 /// Where each backend is: `embedded` or a URL (DESIGN §2).
@@ -233,6 +240,34 @@ struct RollupArgs {
     /// Keep running and roll up again at this interval (e.g. 10m); default: once.
     #[arg(long, value_parser = parse_duration)]
     every: Option<Duration>,
+
+#[derive(clap::Args)]
+struct CrdgenArgs {
+    /// Write one file per CRD into this folder instead of printing them.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "SENSORFLEET_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the leader-election Lease: the operator's own.
+    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "sensorfleet-operator")]
+    lease_name: String,
+    /// This replica's identity in the Lease and in Events (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// A leader that has not renewed its Lease for this long is replaced.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How often an unchanged object is checked again to repair drift.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    resync: Duration,
 }
 
 #[derive(clap::Args)]
@@ -612,6 +647,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await?;
             bench::print(&report);
+            Ok(())
+        }
+        Role::Crdgen(args) => {
+            match args.out {
+                Some(dir) => {
+                    for path in crdgen::write_dir(&dir)? {
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+                None => print!("{}", crdgen::all_yaml()?),
+            }
+            Ok(())
+        }
+        Role::Operator(args) => {
+            let identity = args
+                .identity
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| format!("sensorfleet-operator-{}", std::process::id()));
+            operator::run(OperatorConfig {
+                namespace: args.namespace,
+                lease_namespace: args.lease_namespace,
+                lease_name: args.lease_name,
+                identity,
+                lease_duration: args.lease_duration,
+                resync: args.resync,
+            })
+            .await?;
             Ok(())
         }
     }

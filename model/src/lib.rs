@@ -9,8 +9,13 @@ pub mod alert;
 pub mod analytics;
 pub mod duration;
 pub mod manifest;
+pub mod pipeline;
 pub mod reading;
+pub mod status;
 
 pub use alert::{Alert, AlertAction, AlertCommandRecord, AlertKind, AlertPhase, Severity};
-pub use manifest::{AlertRuleSpec, Manifest, ManifestError, ManifestSet, SensorFleetSpec};
+pub use manifest::{
+    AlertRule, AlertRuleSpec, Manifest, ManifestError, ManifestSet, SensorFleet, SensorFleetSpec,
+};
+pub use pipeline::{Pipeline, PipelineSpec};
 pub use reading::{Limits, Reading, Reject, RejectReason};

@@ -7,12 +7,16 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::Severity;
 use crate::analytics::alert::Threshold;
 use crate::duration::parse_duration_ms;
+use crate::pipeline::is_dns_label;
 use crate::reading::{is_valid_device_id, is_valid_device_type, is_valid_name};
+use crate::status::{AlertRuleStatus, SensorFleetStatus};
 
 /// The API group and version every manifest must carry.
 pub const API_VERSION: &str = "iot.sensorfleet.dev/v1alpha1";
@@ -21,40 +25,83 @@ pub const MAX_GENERATED: u32 = 1_000_000;
 const DEFAULT_OFFLINE_AFTER_MS: i64 = 5 * 60 * 1000;
 const DEFAULT_PUBLISH_INTERVAL_MS: i64 = 10_000;
 
+/// The pattern of a duration field, the language of [`parse_duration_ms`]: `500ms`,
+/// `30s`, `5m`, `1h30m`, `2d` or `0`. The API server checks it, `up` and the operator
+/// check it again with a message naming the field.
+pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(ms|s|m|h|d))+)$";
+
 /// A group of devices of one type in one pipeline.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[kube(
+    group = "iot.sensorfleet.dev",
+    version = "v1alpha1",
+    kind = "SensorFleet",
+    namespaced,
+    status = "SensorFleetStatus",
+    shortname = "sf",
+    category = "sensorfleet",
+    derive = "PartialEq",
+    doc = "A group of devices of one type in one Pipeline: an explicit list and/or a generated range. Mirrored into the pipeline's device registry.",
+    printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.deviceType"),
+    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.deviceCount"),
+    printcolumn(name = "Online", type_ = "integer", json_path = ".status.onlineCount"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 pub struct SensorFleetSpec {
-    /// The Pipeline whose workers serve this fleet (ignored by `sensorfleet up`).
+    /// Name of the Pipeline (same namespace) whose workers serve this fleet; may be left
+    /// out when the namespace has exactly one. Ignored by `sensorfleet up`, which runs one
+    /// embedded pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
-    /// Device type of every device in the fleet, e.g. `temperature_sensor`.
+    /// Device type of every device in the fleet: 1-64 of `[A-Za-z0-9_]`, e.g.
+    /// `temperature_sensor`. It is also the InfluxDB measurement and the MQTT topic level.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_]+$"))]
     pub device_type: String,
-    /// Location of devices that name none.
+    /// Location of devices that name none, e.g. `Server Room`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    /// How often a device publishes, e.g. `10s`: drives health and the simulator.
+    /// How often a device publishes, e.g. `10s` (default `10s`): drives the health
+    /// score's completeness and freshness and the simulator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub publish_interval: Option<String>,
-    /// How long without a reading before a device counts as offline (default `5m`).
+    /// How long without a reading before a device counts as offline and the `offline`
+    /// alert fires, e.g. `5m` (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub offline_after: Option<String>,
-    /// Devices listed one by one.
+    /// Devices listed one by one. For large fleets use `generate`: the API server limits
+    /// an object to about 1.5 MB.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceSpec>,
-    /// A generated range of devices, so a large fleet stays a small object.
+    /// A generated range of devices (`idPrefix` + a zero-padded number), so a fleet of
+    /// 100,000 devices stays a small object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateSpec>,
-    /// Stops reconciling this object while true.
+    /// While true the operator leaves this object (and what it mirrors) as it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
 }
 
 /// One explicitly declared device.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceSpec {
-    /// Device id: 1–128 characters of `[A-Za-z0-9._:-]` (UUIDs, serials, MAC addresses).
+    /// Device id: 1-128 characters of `[A-Za-z0-9._:-]` (UUIDs, serials, MAC
+    /// addresses); the id in the MQTT topic and the payload.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._:-]+$"))]
     pub id: String,
     /// Location of this device, overriding the fleet's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,46 +110,89 @@ pub struct DeviceSpec {
 
 /// A generated range of devices: ids `{idPrefix}{n}` for n in 1..=count, zero-padded to
 /// at least four digits (`srv-temp-0001`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenerateSpec {
-    /// How many devices.
+    /// How many devices, 1 to 1,000,000.
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub count: u32,
-    /// Prefix of every generated id.
+    /// Prefix of every generated id, e.g. `srv-temp-` for `srv-temp-0001`.
     pub id_prefix: String,
 }
 
 /// A threshold rule on one metric of a device type or fleet.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[kube(
+    group = "iot.sensorfleet.dev",
+    version = "v1alpha1",
+    kind = "AlertRule",
+    namespaced,
+    status = "AlertRuleStatus",
+    shortname = "ar",
+    category = "sensorfleet",
+    derive = "PartialEq",
+    doc = "A threshold rule on one metric of a device type and/or fleet, with a `for` duration, hysteresis and a severity. Mirrored into the pipeline's alert_rules; running processors pick changes up without a restart.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.deviceType"),
+    printcolumn(
+        name = "Fleet",
+        type_ = "string",
+        json_path = ".spec.fleet",
+        priority = 1
+    ),
+    printcolumn(name = "Metric", type_ = "string", json_path = ".spec.metric"),
+    printcolumn(name = "Severity", type_ = "string", json_path = ".spec.severity"),
+    printcolumn(name = "Firing", type_ = "integer", json_path = ".status.firingCount"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 pub struct AlertRuleSpec {
-    /// Device type the rule applies to; at least one of `deviceType` and `fleet`.
+    /// Name of the Pipeline (same namespace) whose registry holds the rule. Default: the
+    /// pipeline of `fleet`, else the namespace's only Pipeline. Ignored by `sensorfleet up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// Device type the rule applies to, e.g. `temperature_sensor`; give `deviceType`
+    /// and/or `fleet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
-    /// Narrows the rule to the devices of one SensorFleet.
+    /// Narrows the rule to the devices of one SensorFleet (its `metadata.name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<String>,
-    /// Field the rule watches, e.g. `temperature_celsius`.
+    /// Field of the reading the rule watches, e.g. `temperature_celsius` or
+    /// `meta_battery_level`.
     pub metric: String,
-    /// Lower limit: a value below it breaches.
+    /// Lower limit: a value below it breaches. Give `min` and/or `max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
-    /// Upper limit: a value above it breaches.
+    /// Upper limit: a value above it breaches. Give `min` and/or `max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
-    /// Hysteresis: a firing alert clears only once the value is back at or above this.
+    /// Hysteresis: a firing alert clears only once the value is back at or above this
+    /// (at or above `min`; default `min`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clear_min: Option<f64>,
-    /// Hysteresis: a firing alert clears only once the value is back at or below this.
+    /// Hysteresis: a firing alert clears only once the value is back at or below this
+    /// (at or below `max`; default `max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clear_max: Option<f64>,
-    /// How long the breach must last before the alert fires, e.g. `30s` (default 0).
+    /// How long the breach must last before the alert fires, e.g. `30s` (default `0`:
+    /// at once).
     #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub for_duration: Option<String>,
-    /// `info`, `warning` (default) or `critical`.
+    /// Severity of the alerts it raises: `info`, `warning` (default) or `critical`.
     #[serde(default)]
     pub severity: Severity,
-    /// Stops reconciling this object while true.
+    /// While true the operator leaves this object (and what it mirrors) as it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
 }
@@ -286,11 +376,16 @@ impl ManifestSet {
                         .map_err(|(field, problem)| err(&object, &field, problem))?;
                     self.rules.push(Named { name, spec });
                 }
+                // `up` runs its one embedded pipeline: a Pipeline in the same folder
+                // (the one a cluster would get) has nothing to say to it.
+                "Pipeline" => {}
                 other => {
                     return Err(err(
                         &object,
                         "kind",
-                        format!("{other:?} is not one `up` reads: SensorFleet or AlertRule"),
+                        format!(
+                            "{other:?} is not one `up` reads: SensorFleet or AlertRule (Pipeline is skipped)"
+                        ),
                     ));
                 }
             }
@@ -567,16 +662,6 @@ pub fn compile_rule(name: &str, spec: &AlertRuleSpec) -> Result<CompiledRule, Fi
     })
 }
 
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,6 +823,15 @@ spec:
         );
         let e = error_of(&two);
         assert!(e.problem.contains("already declared"), "{e}");
+    }
+
+    #[test]
+    fn a_pipeline_beside_the_fleets_is_skipped() {
+        let with_pipeline = format!(
+            "{FLEET}---\napiVersion: iot.sensorfleet.dev/v1alpha1\nkind: Pipeline\nmetadata: {{name: main}}\nspec: {{image: sensorfleet:0.1.0}}\n"
+        );
+        let set = parse(&with_pipeline).expect("a Pipeline is not an error for up");
+        assert_eq!((set.fleets.len(), set.rules.len()), (1, 1));
     }
 
     #[test]

@@ -1,0 +1,618 @@
+//! The `Pipeline` custom resource: where the backends are, how the workers run, and the
+//! Kafka topic policy. The operator turns one into a ConfigMap, three Deployments and
+//! Services (`bridge`, `processor`, `api`), an optional Ingress and the readings topic.
+//!
+//! `sensorfleet up` runs its own embedded pipeline and skips these objects.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::parse_duration_ms;
+use crate::manifest::DURATION_PATTERN;
+use crate::status::PipelineStatus;
+
+/// Largest `kafka.maxPartitions`: beyond this a single topic is better split.
+pub const MAX_PARTITIONS: i32 = 10_000;
+
+/// How the backends are reached and the workers run.
+#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[kube(
+    group = "iot.sensorfleet.dev",
+    version = "v1alpha1",
+    kind = "Pipeline",
+    namespaced,
+    status = "PipelineStatus",
+    shortname = "pl",
+    category = "sensorfleet",
+    derive = "PartialEq",
+    doc = "Where SensorFleet's backends are (MQTT, Kafka, InfluxDB, Redis, PostgreSQL), how its bridge, processor and api workers run, and the Kafka topic policy that grows partitions with the declared devices.",
+    printcolumn(
+        name = "Devices",
+        type_ = "integer",
+        json_path = ".status.declaredDevices"
+    ),
+    printcolumn(
+        name = "Partitions",
+        type_ = "integer",
+        json_path = ".status.partitions"
+    ),
+    printcolumn(
+        name = "Processors",
+        type_ = "integer",
+        json_path = ".status.replicas.processor"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+pub struct PipelineSpec {
+    /// Container image of every worker, e.g. `sensorfleet:0.1.0` (one image, the role
+    /// chosen by its first argument).
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Image pull policy of the workers' containers; default: Kubernetes' own (`Always`
+    /// for `:latest`, else `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// The MQTT broker devices publish to.
+    pub mqtt: MqttSpec,
+    /// The Kafka cluster and the readings topic's partition policy.
+    pub kafka: KafkaSpec,
+    /// The InfluxDB that keeps the readings' history.
+    pub influxdb: InfluxSpec,
+    /// The Redis that keeps latest values, health scores and the alert feed.
+    pub redis: RedisSpec,
+    /// The PostgreSQL that keeps the device registry and alert rules (mirrored from the
+    /// SensorFleets and AlertRules by the operator).
+    pub postgres: PostgresSpec,
+    /// The bridge: MQTT → Kafka, InfluxDB, Redis.
+    #[serde(default)]
+    pub bridge: BridgeSpec,
+    /// The processor: windows, anomalies, health and alerts; one replica per partition at
+    /// most.
+    #[serde(default)]
+    pub processor: ProcessorSpec,
+    /// The REST + WebSocket API and dashboard.
+    #[serde(default)]
+    pub api: ApiSpec,
+    /// While true the operator leaves this Pipeline and its workers as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// When the kubelet pulls the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every container start.
+    Always,
+    /// Pull only when the node does not have the image (e.g. kind with `kind load`).
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The name Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// The MQTT broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MqttSpec {
+    /// Broker URL without credentials, e.g. `mqtt://mosquitto:1883`.
+    pub url: String,
+    /// Secret (same namespace) with keys `username` and `password` the bridge logs in
+    /// with; none: anonymous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+/// The Kafka cluster and the readings topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaSpec {
+    /// Bootstrap servers, `host:port[,host:port…]`, e.g. `kafka:9092`.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+    /// The readings topic (default `sensor-readings`); alerts go to `sensor-alerts` and
+    /// rejects to `<topic>-dlq`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Declared devices per partition (default 1000): the partition count is
+    /// `ceil(declared devices / devicesPerPartition)`, within min and max.
+    #[serde(default = "default_devices_per_partition")]
+    #[schemars(range(min = 1))]
+    pub devices_per_partition: u32,
+    /// Fewest partitions of the topic (default 3).
+    #[serde(default = "default_min_partitions")]
+    #[schemars(range(min = 1))]
+    pub min_partitions: i32,
+    /// Most partitions of the topic (default 64). Partitions only grow: lowering this
+    /// never removes any.
+    #[serde(default = "default_max_partitions")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub max_partitions: i32,
+    /// Replicas of each partition when the topic is created (default 1).
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1))]
+    pub replication_factor: i16,
+}
+
+/// The InfluxDB (v1 API: `/write`, `/query`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InfluxSpec {
+    /// Base URL, e.g. `http://influxdb:8086` (plain HTTP: the workers do not speak TLS to
+    /// InfluxDB yet).
+    pub url: String,
+    /// Database the readings are written to (default `sensors`).
+    #[serde(default = "default_database")]
+    pub database: String,
+}
+
+/// The Redis server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSpec {
+    /// URL without password, e.g. `redis://redis:6379`.
+    pub url: String,
+    /// Secret (same namespace) with key `password`; none: no AUTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<String>,
+}
+
+/// The PostgreSQL database; its URL carries a password, so it comes from a Secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresSpec {
+    /// Secret (same namespace) holding the URL, `postgres://user:pass@host:5432/db`.
+    #[schemars(length(min = 1))]
+    pub url_secret: String,
+    /// Key of the URL in that Secret (default `url`).
+    #[serde(default = "default_url_key")]
+    pub url_key: String,
+}
+
+/// CPU and memory of one kind of worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcesSpec {
+    /// What the scheduler reserves for each replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceAmounts>,
+    /// The most each replica may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceAmounts>,
+}
+
+/// CPU and memory quantities, as Kubernetes writes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceAmounts {
+    /// CPU, e.g. `250m` or `1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `128Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// The bridge workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BridgeSpec {
+    /// Replicas (default 1); they share the MQTT subscription.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// CPU and memory of each replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+}
+
+impl Default for BridgeSpec {
+    fn default() -> Self {
+        Self {
+            replicas: one(),
+            resources: None,
+        }
+    }
+}
+
+/// The processor workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProcessorSpec {
+    /// Most replicas (default 16): the operator runs one per partition up to this.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Sliding window of the per-device statistics, e.g. `5m` (default).
+    #[serde(default = "default_window")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub window: String,
+    /// Readings in the moving average (default 10).
+    #[serde(default = "default_moving_average")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub moving_average: u32,
+    /// CPU and memory of each replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+}
+
+impl Default for ProcessorSpec {
+    fn default() -> Self {
+        Self {
+            max_replicas: default_max_replicas(),
+            window: default_window(),
+            moving_average: default_moving_average(),
+            resources: None,
+        }
+    }
+}
+
+/// The API workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiSpec {
+    /// Replicas (default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// An Ingress for the API and dashboard; none: reach the `-api` Service in-cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    /// CPU and memory of each replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+}
+
+impl Default for ApiSpec {
+    fn default() -> Self {
+        Self {
+            replicas: one(),
+            ingress: None,
+            resources: None,
+        }
+    }
+}
+
+/// How the API is exposed outside the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IngressSpec {
+    /// Host name, e.g. `iot.example.com`.
+    #[schemars(length(min = 1))]
+    pub host: String,
+    /// IngressClass, e.g. `nginx`; none: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Secret with the TLS certificate for `host`; none: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+}
+
+fn default_topic() -> String {
+    "sensor-readings".to_owned()
+}
+fn default_devices_per_partition() -> u32 {
+    1000
+}
+fn default_min_partitions() -> i32 {
+    3
+}
+fn default_max_partitions() -> i32 {
+    64
+}
+fn default_replication_factor() -> i16 {
+    1
+}
+fn default_database() -> String {
+    "sensors".to_owned()
+}
+fn default_url_key() -> String {
+    "url".to_owned()
+}
+fn one() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    16
+}
+fn default_window() -> String {
+    "5m".to_owned()
+}
+fn default_moving_average() -> u32 {
+    10
+}
+
+/// One thing wrong with a spec: the dotted field path and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// e.g. `spec.kafka.minPartitions`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem of a Pipeline spec, not only the first, so one edit can fix them all.
+/// The API server's schema catches types and ranges; this catches what a schema cannot
+/// say (URL schemes, min ≤ max, a window the processor can parse).
+pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut add = |field: &str, message: String| {
+        problems.push(Problem {
+            field: field.to_owned(),
+            message,
+        })
+    };
+    if spec.image.trim().is_empty() {
+        add("spec.image", "must name the sensorfleet image".into());
+    }
+    for (field, url, schemes) in [
+        ("spec.mqtt.url", &spec.mqtt.url, &["mqtt"][..]),
+        (
+            "spec.influxdb.url",
+            &spec.influxdb.url,
+            &["http", "https"][..],
+        ),
+        ("spec.redis.url", &spec.redis.url, &["redis"][..]),
+    ] {
+        if let Err(message) = check_url(url, schemes) {
+            add(field, message);
+        }
+    }
+    if spec.mqtt.url.contains('@') {
+        add(
+            "spec.mqtt.url",
+            "must not carry credentials: put them in spec.mqtt.credentialsSecret".into(),
+        );
+    }
+    if spec.redis.url.contains('@') {
+        add(
+            "spec.redis.url",
+            "must not carry a password: put it in spec.redis.passwordSecret".into(),
+        );
+    }
+    let kafka = &spec.kafka;
+    if kafka.bootstrap_servers.contains("://")
+        || kafka
+            .bootstrap_servers
+            .split(',')
+            .any(|server| !is_host_port(server.trim()))
+    {
+        add(
+            "spec.kafka.bootstrapServers",
+            format!(
+                "{:?} must be host:port[,host:port…], e.g. kafka:9092",
+                kafka.bootstrap_servers
+            ),
+        );
+    }
+    if !is_topic_name(&kafka.topic) {
+        add(
+            "spec.kafka.topic",
+            format!(
+                "{:?} must be 1-200 of [A-Za-z0-9._-] (a Kafka topic name)",
+                kafka.topic
+            ),
+        );
+    }
+    if kafka.devices_per_partition == 0 {
+        add(
+            "spec.kafka.devicesPerPartition",
+            "must be at least 1".into(),
+        );
+    }
+    if kafka.min_partitions < 1 {
+        add("spec.kafka.minPartitions", "must be at least 1".into());
+    }
+    if kafka.max_partitions > MAX_PARTITIONS {
+        add(
+            "spec.kafka.maxPartitions",
+            format!("must be at most {MAX_PARTITIONS}"),
+        );
+    }
+    if kafka.min_partitions > kafka.max_partitions {
+        add(
+            "spec.kafka.minPartitions",
+            format!(
+                "{} is above spec.kafka.maxPartitions {}",
+                kafka.min_partitions, kafka.max_partitions
+            ),
+        );
+    }
+    if kafka.replication_factor < 1 {
+        add("spec.kafka.replicationFactor", "must be at least 1".into());
+    }
+    if !is_dns_label(&spec.postgres.url_secret) {
+        add(
+            "spec.postgres.urlSecret",
+            format!("{:?} must name a Secret", spec.postgres.url_secret),
+        );
+    }
+    for (field, secret) in [
+        ("spec.mqtt.credentialsSecret", &spec.mqtt.credentials_secret),
+        ("spec.redis.passwordSecret", &spec.redis.password_secret),
+    ] {
+        if let Some(name) = secret
+            && !is_dns_label(name)
+        {
+            add(field, format!("{name:?} must name a Secret"));
+        }
+    }
+    if spec.bridge.replicas < 0 {
+        add("spec.bridge.replicas", "must not be negative".into());
+    }
+    if spec.api.replicas < 0 {
+        add("spec.api.replicas", "must not be negative".into());
+    }
+    if spec.processor.max_replicas < 1 {
+        add("spec.processor.maxReplicas", "must be at least 1".into());
+    }
+    match parse_duration_ms(&spec.processor.window) {
+        Ok(ms) if ms > 0 => {}
+        Ok(_) => add("spec.processor.window", "must be more than 0".into()),
+        Err(e) => add("spec.processor.window", e),
+    }
+    if spec.processor.moving_average == 0 {
+        add("spec.processor.movingAverage", "must be at least 1".into());
+    }
+    if let Some(ingress) = &spec.api.ingress
+        && !is_host_name(&ingress.host)
+    {
+        add(
+            "spec.api.ingress.host",
+            format!("{:?} must be a DNS name like iot.example.com", ingress.host),
+        );
+    }
+    problems
+}
+
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let expected = || {
+        format!(
+            "{url:?} must be {}://host:port",
+            schemes.join("|").replace('|', "://host:port or ")
+        )
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(expected)?;
+    if !schemes.contains(&scheme) {
+        return Err(expected());
+    }
+    let host_port = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    if host.is_empty() {
+        return Err(expected());
+    }
+    Ok(())
+}
+
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+fn is_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty() && host.len() <= 253 && host.split('.').all(is_dns_label)
+}
+
+/// A DNS-1123 label: what Kubernetes allows as most object names.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SKETCH: &str = r#"
+image: sensorfleet:0.1.0
+mqtt: {url: "mqtt://mosquitto:1883", credentialsSecret: mqtt-bridge}
+kafka: {bootstrapServers: "kafka:9092", topic: sensor-readings, devicesPerPartition: 1000,
+        minPartitions: 3, maxPartitions: 64, replicationFactor: 1}
+influxdb: {url: "http://influxdb:8086", database: sensors}
+redis: {url: "redis://redis:6379"}
+postgres: {urlSecret: sensorfleet-postgres}
+bridge: {replicas: 2}
+processor: {maxReplicas: 16, window: 5m, movingAverage: 10}
+api: {replicas: 2, ingress: {host: iot.example.com, className: nginx}}
+"#;
+
+    fn sketch() -> PipelineSpec {
+        serde_yaml::from_str(SKETCH).expect("the design's sketch parses")
+    }
+
+    #[test]
+    fn the_design_sketch_is_valid_and_defaults_fill_in() {
+        let spec = sketch();
+        assert_eq!(validate_pipeline(&spec), vec![]);
+        assert_eq!(spec.bridge.replicas, 2);
+        assert_eq!(spec.postgres.url_key, "url");
+        let minimal: PipelineSpec = serde_yaml::from_str(
+            "image: i\nmqtt: {url: 'mqtt://m:1883'}\nkafka: {bootstrapServers: 'k:9092'}\ninfluxdb: {url: 'http://i:8086'}\nredis: {url: 'redis://r:6379'}\npostgres: {urlSecret: pg}\n",
+        )
+        .expect("minimal");
+        assert_eq!(minimal.kafka.topic, "sensor-readings");
+        assert_eq!(minimal.kafka.min_partitions, 3);
+        assert_eq!(minimal.processor.window, "5m");
+        assert_eq!(minimal.api.replicas, 1);
+        assert_eq!(validate_pipeline(&minimal), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_field() {
+        let mut spec = sketch();
+        spec.mqtt.url = "tcp://user:pw@mosquitto:1883".into();
+        spec.kafka.bootstrap_servers = "kafka://kafka:9092".into();
+        spec.kafka.min_partitions = 100;
+        spec.processor.window = "5 minutes".into();
+        spec.postgres.url_secret = "Bad_Name".into();
+        if let Some(ingress) = spec.api.ingress.as_mut() {
+            ingress.host = "not a host".into();
+        }
+        let fields: Vec<String> = validate_pipeline(&spec)
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.mqtt.url",
+                "spec.mqtt.url",
+                "spec.kafka.bootstrapServers",
+                "spec.kafka.minPartitions",
+                "spec.postgres.urlSecret",
+                "spec.processor.window",
+                "spec.api.ingress.host",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let typo = SKETCH.replace("maxReplicas", "maxReplica");
+        assert!(serde_yaml::from_str::<PipelineSpec>(&typo).is_err());
+    }
+}

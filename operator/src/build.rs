@@ -1,0 +1,513 @@
+//! Build: the Kubernetes objects a Pipeline wants, as pure functions of the Pipeline and
+//! the partition plan. Nothing here talks to a server; the reconciler applies what these
+//! return with server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretKeySelector, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use sensorfleet_model::Pipeline;
+use sensorfleet_model::pipeline::{PipelineSpec, ResourceAmounts, ResourcesSpec};
+
+use crate::Error;
+
+/// Port of `/metrics` and `/health/*` on the bridge and processor.
+pub const METRICS_PORT: i32 = 9090;
+/// Port of the API (which serves `/metrics` and `/health/*` too).
+pub const API_PORT: i32 = 8080;
+/// Pod-template annotation carrying a hash of the rendered config, so a changed
+/// ConfigMap rolls the workers (env from a ConfigMap is read only at start).
+pub const CONFIG_HASH_ANNOTATION: &str = "iot.sensorfleet.dev/config-hash";
+/// `app.kubernetes.io/managed-by` of everything the operator creates.
+pub const MANAGED_BY: &str = "sensorfleet-operator";
+
+/// One kind of worker: a Deployment and a Service of the one image, `args: [role]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// `sensorfleet bridge`.
+    Bridge,
+    /// `sensorfleet processor`.
+    Processor,
+    /// `sensorfleet api`.
+    Api,
+}
+
+impl Worker {
+    /// All three, in the order they are applied.
+    pub const ALL: [Worker; 3] = [Worker::Bridge, Worker::Processor, Worker::Api];
+
+    /// The role argument and the `app.kubernetes.io/component` label.
+    pub fn role(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Processor => "processor",
+            Self::Api => "api",
+        }
+    }
+
+    /// Name and number of the port that serves `/health/*` and `/metrics`.
+    pub fn port(self) -> (&'static str, i32) {
+        match self {
+            Self::Api => ("http", API_PORT),
+            _ => ("metrics", METRICS_PORT),
+        }
+    }
+
+    /// Name of its Deployment and Service: `<pipeline>-<role>`.
+    pub fn object_name(self, pipeline: &str) -> String {
+        format!("{pipeline}-{}", self.role())
+    }
+}
+
+/// Name of the Pipeline's ConfigMap.
+pub fn config_map_name(pipeline: &str) -> String {
+    format!("{pipeline}-config")
+}
+
+/// Everything a Pipeline wants to exist, for one apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredObjects {
+    /// The rendered worker config.
+    pub config_map: ConfigMap,
+    /// Bridge, processor and api, in [`Worker::ALL`] order.
+    pub deployments: Vec<Deployment>,
+    /// One Service per Deployment, same order.
+    pub services: Vec<Service>,
+    /// The API's Ingress, when `spec.api.ingress` is set.
+    pub ingress: Option<Ingress>,
+}
+
+/// Replicas of each worker, decided by the reconciler (the processor's follow the
+/// partitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    /// Bridge replicas.
+    pub bridge: i32,
+    /// Processor replicas.
+    pub processor: i32,
+    /// API replicas.
+    pub api: i32,
+}
+
+impl Replicas {
+    /// Replicas of one worker.
+    pub fn of(&self, worker: Worker) -> i32 {
+        match worker {
+            Worker::Bridge => self.bridge,
+            Worker::Processor => self.processor,
+            Worker::Api => self.api,
+        }
+    }
+}
+
+/// The labels Kubernetes recommends, for one component of one pipeline.
+pub fn labels(pipeline: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(pipeline, component);
+    labels.insert("app.kubernetes.io/part-of".into(), "sensorfleet".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), MANAGED_BY.into());
+    labels
+}
+
+/// The subset of [`labels`] a selector matches on; it never changes for a Deployment,
+/// since a Deployment's selector is immutable.
+pub fn selector_labels(pipeline: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "sensorfleet".into()),
+        ("app.kubernetes.io/instance".into(), pipeline.into()),
+        ("app.kubernetes.io/component".into(), component.into()),
+    ])
+}
+
+/// The worker settings every role reads from its environment (`SENSORFLEET_*`), without
+/// secrets: those come from Secrets in [`secret_env`].
+pub fn worker_config(name: &str, spec: &PipelineSpec) -> BTreeMap<String, String> {
+    let kafka = &spec.kafka;
+    BTreeMap::from([
+        ("SENSORFLEET_MQTT_URL".into(), spec.mqtt.url.clone()),
+        (
+            "SENSORFLEET_KAFKA_URL".into(),
+            format!("kafka://{}", kafka.bootstrap_servers),
+        ),
+        ("SENSORFLEET_KAFKA_TOPIC".into(), kafka.topic.clone()),
+        (
+            "SENSORFLEET_INFLUX_URL".into(),
+            influx_url(&spec.influxdb.url, &spec.influxdb.database),
+        ),
+        ("SENSORFLEET_REDIS_URL".into(), spec.redis.url.clone()),
+        ("SENSORFLEET_WINDOW".into(), spec.processor.window.clone()),
+        (
+            "SENSORFLEET_MOVING_AVERAGE".into(),
+            spec.processor.moving_average.to_string(),
+        ),
+        // One consumer group and one shared subscription per pipeline, so two pipelines
+        // on one Kafka or broker do not steal each other's messages.
+        (
+            "SENSORFLEET_PROCESSOR_GROUP".into(),
+            format!("{name}-processor"),
+        ),
+        ("SENSORFLEET_BRIDGE_GROUP".into(), format!("{name}-bridge")),
+        (
+            "SENSORFLEET_METRICS_ADDR".into(),
+            format!("0.0.0.0:{METRICS_PORT}"),
+        ),
+        (
+            "SENSORFLEET_HTTP_ADDR".into(),
+            format!("0.0.0.0:{API_PORT}"),
+        ),
+        ("SENSORFLEET_LOG_FORMAT".into(), "json".into()),
+    ])
+}
+
+/// `http://host:8086[/]` and a database → `influx://host:8086?db=<database>`, the URL the
+/// workers take.
+pub fn influx_url(http_url: &str, database: &str) -> String {
+    let authority = http_url
+        .split_once("://")
+        .map_or(http_url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    format!("influx://{authority}?db={database}")
+}
+
+/// Container env that comes from Secrets, in an order where `$(VAR)` references only
+/// point backwards (Kubernetes expands them only then): the credentials first, then the
+/// URLs built from them, which override the ConfigMap's credential-free URLs.
+pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
+    let mut env = vec![from_secret(
+        "SENSORFLEET_POSTGRES_URL",
+        &spec.postgres.url_secret,
+        &spec.postgres.url_key,
+    )];
+    if let Some(secret) = &spec.redis.password_secret {
+        env.push(from_secret(
+            "SENSORFLEET_REDIS_PASSWORD",
+            secret,
+            "password",
+        ));
+        env.push(plain(
+            "SENSORFLEET_REDIS_URL",
+            &with_userinfo(&spec.redis.url, ":$(SENSORFLEET_REDIS_PASSWORD)"),
+        ));
+    }
+    if worker == Worker::Bridge {
+        if let Some(secret) = &spec.mqtt.credentials_secret {
+            env.push(from_secret("SENSORFLEET_MQTT_USERNAME", secret, "username"));
+            env.push(from_secret("SENSORFLEET_MQTT_PASSWORD", secret, "password"));
+            env.push(plain(
+                "SENSORFLEET_MQTT_URL",
+                &with_userinfo(
+                    &spec.mqtt.url,
+                    "$(SENSORFLEET_MQTT_USERNAME):$(SENSORFLEET_MQTT_PASSWORD)",
+                ),
+            ));
+        }
+        // Each replica needs its own MQTT client id (the broker keeps one session per
+        // id); the pod name is unique among running replicas.
+        env.push(EnvVar {
+            name: "SENSORFLEET_BRIDGE_CLIENT_ID".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    env
+}
+
+fn with_userinfo(url: &str, userinfo: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{userinfo}@{rest}"),
+        None => url.to_owned(),
+    }
+}
+
+fn plain(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// FNV-1a over the config: stable across Rust versions and operator restarts (unlike
+/// `DefaultHasher`), so a restarted operator does not roll every worker.
+pub fn config_hash(config: &BTreeMap<String, String>, spec: &PipelineSpec) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes.iter().chain(&[0]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (key, value) in config {
+        feed(key.as_bytes());
+        feed(value.as_bytes());
+    }
+    // Which Secrets are referenced is config too (their contents are not read here).
+    feed(spec.postgres.url_secret.as_bytes());
+    feed(spec.postgres.url_key.as_bytes());
+    for secret in [&spec.mqtt.credentials_secret, &spec.redis.password_secret] {
+        feed(secret.as_deref().unwrap_or_default().as_bytes());
+    }
+    format!("{hash:016x}")
+}
+
+fn resources(spec: Option<&ResourcesSpec>) -> Option<ResourceRequirements> {
+    let amounts = |a: Option<&ResourceAmounts>| {
+        let a = a?;
+        let map: BTreeMap<String, Quantity> = [("cpu", &a.cpu), ("memory", &a.memory)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), Quantity(v.clone()))))
+            .collect();
+        (!map.is_empty()).then_some(map)
+    };
+    let spec = spec?;
+    Some(ResourceRequirements {
+        requests: amounts(spec.requests.as_ref()),
+        limits: amounts(spec.limits.as_ref()),
+        ..Default::default()
+    })
+}
+
+fn probe(path: &str, port: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(port.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+/// Identity of the Pipeline the objects belong to.
+struct Owner {
+    name: String,
+    namespace: String,
+    reference: OwnerReference,
+}
+
+fn owner(pipeline: &Pipeline) -> Result<Owner, Error> {
+    let name = pipeline
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = pipeline
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let reference = pipeline
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    Ok(Owner {
+        name,
+        namespace,
+        reference,
+    })
+}
+
+impl Owner {
+    fn meta(&self, name: String, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels(&self.name, component)),
+            owner_references: Some(vec![self.reference.clone()]),
+            ..Default::default()
+        }
+    }
+}
+
+/// Every object a Pipeline wants, given the replicas the reconciler decided.
+///
+/// Fails only when the Pipeline lacks a name, namespace or uid (it was not read from
+/// the API server): owner references need the uid.
+pub fn pipeline_objects(pipeline: &Pipeline, replicas: Replicas) -> Result<DesiredObjects, Error> {
+    let owner = owner(pipeline)?;
+    let spec = &pipeline.spec;
+    let config = worker_config(&owner.name, spec);
+    let hash = config_hash(&config, spec);
+    let config_map = ConfigMap {
+        metadata: owner.meta(config_map_name(&owner.name), "config"),
+        data: Some(config),
+        ..Default::default()
+    };
+    let deployments = Worker::ALL
+        .iter()
+        .map(|&worker| deployment(&owner, spec, worker, replicas.of(worker), &hash))
+        .collect();
+    let services = Worker::ALL
+        .iter()
+        .map(|&worker| service(&owner, worker))
+        .collect();
+    let ingress = spec
+        .api
+        .ingress
+        .as_ref()
+        .map(|ingress| api_ingress(&owner, ingress));
+    Ok(DesiredObjects {
+        config_map,
+        deployments,
+        services,
+        ingress,
+    })
+}
+
+fn deployment(
+    owner: &Owner,
+    spec: &PipelineSpec,
+    worker: Worker,
+    replicas: i32,
+    config_hash: &str,
+) -> Deployment {
+    let (port_name, port) = worker.port();
+    let wanted = match worker {
+        Worker::Bridge => spec.bridge.resources.as_ref(),
+        Worker::Processor => spec.processor.resources.as_ref(),
+        Worker::Api => spec.api.resources.as_ref(),
+    };
+    let container = Container {
+        name: worker.role().into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
+        args: Some(vec![worker.role().into()]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_map_name(&owner.name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        env: Some(secret_env(worker, spec)),
+        ports: Some(vec![ContainerPort {
+            name: Some(port_name.into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        liveness_probe: Some(probe("/health/live", port_name, 10)),
+        readiness_probe: Some(probe("/health/ready", port_name, 5)),
+        resources: resources(wanted),
+        ..Default::default()
+    };
+    let component = worker.role();
+    Deployment {
+        metadata: owner.meta(worker.object_name(&owner.name), component),
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&owner.name, component)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&owner.name, component)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn service(owner: &Owner, worker: Worker) -> Service {
+    let (port_name, port) = worker.port();
+    Service {
+        metadata: owner.meta(worker.object_name(&owner.name), worker.role()),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&owner.name, worker.role())),
+            ports: Some(vec![ServicePort {
+                name: Some(port_name.into()),
+                port,
+                target_port: Some(IntOrString::String(port_name.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn api_ingress(owner: &Owner, ingress: &sensorfleet_model::pipeline::IngressSpec) -> Ingress {
+    let service = Worker::Api.object_name(&owner.name);
+    Ingress {
+        metadata: owner.meta(service.clone(), "api"),
+        spec: Some(IngressSpec {
+            ingress_class_name: ingress.class_name.clone(),
+            rules: Some(vec![IngressRule {
+                host: Some(ingress.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: service,
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    ..Default::default()
+                                }),
+                            }),
+                            ..Default::default()
+                        },
+                    }],
+                }),
+            }]),
+            tls: ingress.tls_secret.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![ingress.host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }]
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,394 @@
+//! The three controllers (kube-runtime), their shared context and the pieces every
+//! reconcile uses: status patches that happen only on change, Events, per-object
+//! exponential backoff.
+
+pub mod fleet;
+pub mod pipeline;
+pub mod rule;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::mirror::{MirrorTarget, Registries, RegistryConnector};
+use crate::topic::TopicAdmin;
+use crate::{Error, FIELD_MANAGER, validate};
+
+/// First retry after a failure; doubles per consecutive failure of the same object.
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// Longest wait between retries of one object.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How long to wait for a Pipeline or Secret that does not exist yet.
+const DEPENDENCY_RETRY: Duration = Duration::from_secs(30);
+
+/// Everything the reconcilers share.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Creates and grows Kafka topics.
+    pub topics: Arc<dyn TopicAdmin>,
+    /// The pipelines' registries (PostgreSQL), opened on first use.
+    pub registries: Registries,
+    /// How often an unchanged object is looked at again (drift repair).
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context; `instance` names this replica in Events (the pod name).
+    pub fn new(
+        client: Client,
+        instance: Option<String>,
+        topics: Arc<dyn TopicAdmin>,
+        connector: Arc<dyn RegistryConnector>,
+        resync: Duration,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            topics,
+            registries: Registries::new(connector),
+            resync,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes an Event about `obj`; a failure is logged, never fails the reconcile
+    /// (Events are advisory).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(reason, error = %e, "could not publish event");
+        }
+    }
+
+    fn succeeded(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+
+    /// Counts one more consecutive failure of `key` and returns it.
+    fn failed(&self, key: &str) -> u32 {
+        match self.failures.lock() {
+            Ok(mut failures) => {
+                let n = failures.entry(key.to_owned()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        }
+    }
+}
+
+/// Delay before retry number `failures` (1-based): 2 s, 4 s, 8 s … at most 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Runs a reconcile and resets the object's backoff when it succeeds.
+async fn tracked<K, F>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: Future<Output = Result<Action, Error>>,
+{
+    let result = reconcile.await;
+    if result.is_ok() {
+        ctx.succeeded(&object_key(obj.as_ref()));
+    }
+    result
+}
+
+/// The error policy of all three controllers: exponential backoff per object (one
+/// broken object does not slow the others), a log line and, on the first failure of a
+/// run, a Warning Event with the error's category as reason.
+pub fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    let key = object_key(obj.as_ref());
+    let failures = ctx.failed(&key);
+    let delay = backoff(failures);
+    tracing::warn!(object = %key, category = error.category(), failures, retry_in = ?delay, error = %error, "reconcile failed");
+    if failures == 1 {
+        let note = error.to_string();
+        let reason = error.category();
+        tokio::spawn(async move {
+            ctx.event(obj.as_ref(), EventType::Warning, reason, "Reconcile", note)
+                .await;
+        });
+    }
+    Action::requeue(delay)
+}
+
+/// The time now as Kubernetes writes it in conditions (RFC 3339, seconds).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes `status` with server-side apply — only when it differs from `old`, so an
+/// unchanged object costs no write.
+pub async fn patch_status_if_changed<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    old: Option<&S>,
+    status: &S,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if old == Some(status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Why an object's registry cannot be reached; becomes the Ready condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// What is missing and what to do.
+    pub message: String,
+}
+
+/// The Pipeline an object belongs to and its registry: the dereference step shared by
+/// the SensorFleet and AlertRule reconcilers.
+pub async fn pipeline_registry(
+    ctx: &Context,
+    namespace: &str,
+    named: Option<&str>,
+) -> Result<Result<(String, Arc<MirrorTarget>), Unresolved>, Error> {
+    let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), namespace);
+    let names: Vec<String> = pipelines
+        .list_metadata(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    let name = match validate::resolve_pipeline(named, &names) {
+        Ok(name) => name.to_owned(),
+        Err(message) => {
+            return Ok(Err(Unresolved {
+                reason: "PipelineNotFound",
+                message,
+            }));
+        }
+    };
+    let Some(pipeline) = pipelines.get_opt(&name).await? else {
+        return Ok(Err(Unresolved {
+            reason: "PipelineNotFound",
+            message: format!("Pipeline {name:?} was deleted"),
+        }));
+    };
+    let postgres = &pipeline.spec.postgres;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let url = secrets
+        .get_opt(&postgres.url_secret)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut data| data.remove(&postgres.url_key))
+        .and_then(|bytes| String::from_utf8(bytes.0).ok());
+    let Some(url) = url else {
+        return Ok(Err(Unresolved {
+            reason: "SecretNotFound",
+            message: format!(
+                "Secret {:?} with key {:?} (the PostgreSQL URL of Pipeline {name:?}) is missing",
+                postgres.url_secret, postgres.url_key
+            ),
+        }));
+    };
+    let target = ctx.registries.get(url.trim()).await?;
+    Ok(Ok((name, target)))
+}
+
+/// Requeue for an object waiting on a missing dependency.
+pub fn retry_dependency() -> Action {
+    Action::requeue(DEPENDENCY_RETRY)
+}
+
+/// Which namespace the controllers watch: one, or all.
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the three controllers until `shutdown` resolves or a watch stream ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
+    // Watch only what the operator made: an operator that cached every ConfigMap and
+    // Service of a large cluster would cost more than the workers it runs.
+    let owned =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=sensorfleet-operator");
+    let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let signal = |tx: &tokio::sync::broadcast::Sender<()>| {
+        let mut rx = tx.subscribe();
+        async move {
+            let _ = rx.recv().await;
+        }
+    };
+
+    let pipelines = Controller::new(api_for::<Pipeline>(&client, ns), watcher::Config::default());
+    let pipeline_store = pipelines.store();
+    let pipelines = pipelines
+        .owns(api_for::<Deployment>(&client, ns), owned.clone())
+        .owns(api_for::<Service>(&client, ns), owned.clone())
+        .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api_for::<Ingress>(&client, ns), owned)
+        // A fleet's device count drives its pipeline's partitions and processors.
+        .watches(
+            api_for::<SensorFleet>(&client, ns),
+            watcher::Config::default(),
+            move |fleet| {
+                let namespace = fleet.namespace().unwrap_or_default();
+                let refs: Vec<ObjectRef<Pipeline>> = match &fleet.spec.pipeline {
+                    Some(name) => vec![ObjectRef::new(name).within(&namespace)],
+                    None => pipeline_store
+                        .state()
+                        .iter()
+                        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+                        .map(|p| ObjectRef::from_obj(p.as_ref()))
+                        .collect(),
+                };
+                refs
+            },
+        )
+        .graceful_shutdown_on(signal(&shutdown_tx))
+        .run(
+            |obj, ctx| {
+                let inner = pipeline::reconcile(obj.clone(), ctx.clone());
+                tracked(obj, ctx, inner)
+            },
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_result);
+
+    let fleets = Controller::new(
+        api_for::<SensorFleet>(&client, ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(signal(&shutdown_tx))
+    .run(
+        |obj, ctx| {
+            let inner = fleet::reconcile(obj.clone(), ctx.clone());
+            tracked(obj, ctx, inner)
+        },
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(log_result);
+
+    let rules = Controller::new(
+        api_for::<AlertRule>(&client, ns),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(signal(&shutdown_tx))
+    .run(
+        |obj, ctx| {
+            let inner = rule::reconcile(obj.clone(), ctx.clone());
+            tracked(obj, ctx, inner)
+        },
+        error_policy,
+        ctx,
+    )
+    .for_each(log_result);
+
+    let stop = async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(());
+    };
+    tokio::join!(pipelines, fleets, rules, stop);
+}
+
+async fn log_result<K, E1: std::fmt::Display>(result: Result<(ObjectRef<K>, Action), E1>)
+where
+    K: Resource,
+    K::DynamicType: Debug,
+{
+    match result {
+        Ok((obj, action)) => tracing::debug!(object = %obj, ?action, "reconciled"),
+        Err(e) => tracing::debug!(error = %e, "controller"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(9), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+        assert_eq!(backoff(0), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,428 @@
+//! Pipeline → ConfigMap, Deployments, Services, Ingress and the Kafka topic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use sensorfleet_model::status::{
+    Condition, ConditionStatus, DEGRADED, PipelineStatus, READY, REASON_INVALID_SPEC,
+    REASON_PAUSED, REASON_RECONCILED, TOPIC_READY, WorkerReplicas, find_condition, set_condition,
+};
+use sensorfleet_model::{Pipeline, SensorFleet};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Context, now, patch_status_if_changed};
+use crate::build::{self, Replicas, Worker};
+use crate::partitions::{self, PartitionPlan};
+use crate::topic::{PartitionCount, TopicError, TopicRequest};
+use crate::{Error, FIELD_MANAGER, validate};
+
+/// Retry of a topic the Kafka cluster refused or could not be reached for.
+const TOPIC_RETRY: Duration = Duration::from_secs(30);
+
+/// One reconcile of a Pipeline: dereference → validate → plan → build → apply → status.
+pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = pipeline
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = pipeline.name_any();
+    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
+    let old = pipeline.status.clone();
+    let generation = pipeline.meta().generation;
+    let at = now();
+
+    if pipeline.spec.paused {
+        let status = paused(old.clone().unwrap_or_default(), generation, &at);
+        patch_status_if_changed(&api, pipeline.as_ref(), old.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    let problems = validate::pipeline(&pipeline.spec);
+    if !problems.is_empty() {
+        let message = validate::summary(&problems);
+        let status = invalid(old.clone().unwrap_or_default(), generation, &message, &at);
+        if patch_status_if_changed(&api, pipeline.as_ref(), old.as_ref(), &status).await? {
+            ctx.event(
+                pipeline.as_ref(),
+                EventType::Warning,
+                REASON_INVALID_SPEC,
+                "Validate",
+                message,
+            )
+            .await;
+        }
+        // An edit of the spec triggers the next reconcile; retrying now cannot help.
+        return Ok(Action::await_change());
+    }
+
+    // Dereference: the fleets that belong to this pipeline.
+    let fleets: Api<SensorFleet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let all_fleets = fleets.list(&ListParams::default()).await?.items;
+    let pipeline_names: Vec<String> = Api::<Pipeline>::namespaced(ctx.client.clone(), &namespace)
+        .list_metadata(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    let ours = all_fleets.iter().filter(|f| {
+        validate::fleet(&f.spec).is_empty()
+            && validate::resolve_pipeline(f.spec.pipeline.as_deref(), &pipeline_names)
+                == Ok(name.as_str())
+    });
+    let declared = partitions::declared_devices(ours.map(|f| &f.spec));
+
+    // Plan and grow the topic.
+    let current = old.as_ref().map_or(0, |s| s.partitions);
+    let plan = partitions::plan(declared, &pipeline.spec.kafka, current);
+    let kafka = &pipeline.spec.kafka;
+    let topic = ctx
+        .topics
+        .ensure_partitions(&TopicRequest {
+            bootstrap_servers: kafka.bootstrap_servers.clone(),
+            topic: kafka.topic.clone(),
+            partitions: plan.target,
+            replication_factor: kafka.replication_factor,
+        })
+        .await;
+    let partitions = topic.as_ref().map_or(plan.target, |count| count.current);
+    let replicas = Replicas {
+        bridge: pipeline.spec.bridge.replicas,
+        processor: partitions::processor_replicas(partitions, &pipeline.spec.processor),
+        api: pipeline.spec.api.replicas,
+    };
+
+    // Build and apply.
+    let desired = build::pipeline_objects(&pipeline, replicas)?;
+    let client = &ctx.client;
+    apply(
+        &Api::<ConfigMap>::namespaced(client.clone(), &namespace),
+        &desired.config_map,
+    )
+    .await?;
+    for deployment in &desired.deployments {
+        apply(
+            &Api::<Deployment>::namespaced(client.clone(), &namespace),
+            deployment,
+        )
+        .await?;
+    }
+    for service in &desired.services {
+        apply(
+            &Api::<Service>::namespaced(client.clone(), &namespace),
+            service,
+        )
+        .await?;
+    }
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
+    match &desired.ingress {
+        Some(ingress) => apply(&ingresses, ingress).await?,
+        None => {
+            // `spec.api.ingress` removed: the Ingress made for it goes too. Not found is
+            // the usual case (none was ever asked for).
+            match ingresses
+                .delete(&Worker::Api.object_name(&name), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    // Status from what was applied.
+    let status = applied(
+        old.clone().unwrap_or_default(),
+        generation,
+        &plan,
+        &topic,
+        replicas,
+        &at,
+    );
+    let grew = topic.as_ref().is_ok_and(|c| c.changed);
+    if patch_status_if_changed(&api, pipeline.as_ref(), old.as_ref(), &status).await? && grew {
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Normal,
+            "PartitionsGrown",
+            "EnsureTopic",
+            format!(
+                "topic {} has {partitions} partitions for {declared} declared devices; processors: {}",
+                kafka.topic, replicas.processor
+            ),
+        )
+        .await;
+    }
+    Ok(match topic {
+        Err(TopicError::Unreachable { .. } | TopicError::Refused { .. }) => {
+            Action::requeue(TOPIC_RETRY)
+        }
+        _ => Action::requeue(ctx.resync),
+    })
+}
+
+/// Server-side apply of one object with the operator's field manager. Forced: the
+/// operator owns these fields; a person's `kubectl edit` of them is drift to repair.
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Status while `spec.paused` is true: everything else kept as it was.
+pub fn paused(mut status: PipelineStatus, generation: Option<i64>, now: &str) -> PipelineStatus {
+    status.observed_generation = generation;
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            READY,
+            ConditionStatus::Unknown,
+            REASON_PAUSED,
+            "spec.paused is true: the workers are left as they are",
+            generation,
+            now,
+        ),
+    );
+    status
+}
+
+/// Status of a spec that does not validate: the workers stay as last applied.
+pub fn invalid(
+    mut status: PipelineStatus,
+    generation: Option<i64>,
+    message: &str,
+    now: &str,
+) -> PipelineStatus {
+    status.observed_generation = generation;
+    set_condition(
+        &mut status.conditions,
+        Condition::new(
+            READY,
+            ConditionStatus::False,
+            REASON_INVALID_SPEC,
+            message,
+            generation,
+            now,
+        ),
+    );
+    status
+}
+
+/// Status after an apply: partitions, replicas and the three conditions.
+pub fn applied(
+    mut status: PipelineStatus,
+    generation: Option<i64>,
+    plan: &PartitionPlan,
+    topic: &Result<PartitionCount, TopicError>,
+    replicas: Replicas,
+    now: &str,
+) -> PipelineStatus {
+    status.observed_generation = generation;
+    status.declared_devices = plan.declared_devices;
+    status.wanted_partitions = plan.wanted;
+    status.replicas = WorkerReplicas {
+        bridge: replicas.bridge,
+        processor: replicas.processor,
+        api: replicas.api,
+    };
+    let condition = |type_, state, reason, message: String| {
+        Condition::new(type_, state, reason, message, generation, now)
+    };
+    let (topic_condition, degraded) = match topic {
+        Ok(count) => {
+            status.partitions = count.current;
+            let message = if count.current > plan.wanted {
+                format!(
+                    "{} partitions; the declared devices ask for {}, but Kafka partitions only grow",
+                    count.current, plan.wanted
+                )
+            } else {
+                format!("{} partitions", count.current)
+            };
+            let reason = if count.current > plan.wanted {
+                "PartitionsKept"
+            } else {
+                "PartitionsReady"
+            };
+            (
+                condition(TOPIC_READY, ConditionStatus::True, reason, message),
+                None,
+            )
+        }
+        Err(e) => {
+            // The topic was not touched: report what the plan wants, not a count the
+            // cluster never confirmed (status.partitions keeps the last confirmed one).
+            let reason = match e {
+                TopicError::Unavailable => "TopicAdminUnavailable",
+                TopicError::Unreachable { .. } => "KafkaUnreachable",
+                TopicError::Refused { .. } => "TopicRefused",
+            };
+            let message = format!("{e}; wanted {} partitions", plan.target);
+            (
+                condition(TOPIC_READY, ConditionStatus::False, reason, message.clone()),
+                Some((reason, message)),
+            )
+        }
+    };
+    set_condition(&mut status.conditions, topic_condition);
+    let degraded = match degraded {
+        Some((reason, message)) => condition(DEGRADED, ConditionStatus::True, reason, message),
+        None => condition(
+            DEGRADED,
+            ConditionStatus::False,
+            REASON_RECONCILED,
+            String::new(),
+        ),
+    };
+    set_condition(&mut status.conditions, degraded);
+    set_condition(
+        &mut status.conditions,
+        condition(
+            READY,
+            ConditionStatus::True,
+            REASON_RECONCILED,
+            format!(
+                "bridge {}, processor {}, api {} replicas applied for {} declared devices",
+                replicas.bridge, replicas.processor, replicas.api, plan.declared_devices
+            ),
+        ),
+    );
+    status
+}
+
+/// Whether the status says the spec is invalid (used by tests and the fleet mapper).
+pub fn is_invalid(status: &PipelineStatus) -> bool {
+    find_condition(&status.conditions, READY).is_some_and(|c| c.reason == REASON_INVALID_SPEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(declared: u64, wanted: i32, target: i32) -> PartitionPlan {
+        PartitionPlan {
+            declared_devices: declared,
+            wanted,
+            target,
+        }
+    }
+
+    const REPLICAS: Replicas = Replicas {
+        bridge: 2,
+        processor: 5,
+        api: 1,
+    };
+
+    #[test]
+    fn a_shrunk_fleet_keeps_partitions_and_says_so() {
+        let topic = Ok(PartitionCount {
+            current: 50,
+            requested: 50,
+            changed: false,
+        });
+        let status = applied(
+            PipelineStatus::default(),
+            Some(3),
+            &plan(5_000, 5, 50),
+            &topic,
+            REPLICAS,
+            "t1",
+        );
+        assert_eq!(status.partitions, 50);
+        assert_eq!(status.wanted_partitions, 5);
+        assert_eq!(status.declared_devices, 5_000);
+        assert_eq!(status.observed_generation, Some(3));
+        let topic_ready = find_condition(&status.conditions, TOPIC_READY).expect("TopicReady");
+        assert_eq!(topic_ready.reason, "PartitionsKept");
+        assert!(
+            topic_ready.message.contains("only grow"),
+            "{}",
+            topic_ready.message
+        );
+        let ready = find_condition(&status.conditions, READY).expect("Ready");
+        assert_eq!(ready.status, ConditionStatus::True);
+    }
+
+    #[test]
+    fn reapplying_the_same_thing_gives_an_identical_status() {
+        let topic = Ok(PartitionCount {
+            current: 5,
+            requested: 5,
+            changed: false,
+        });
+        let first = applied(
+            PipelineStatus::default(),
+            Some(1),
+            &plan(5_000, 5, 5),
+            &topic,
+            REPLICAS,
+            "t1",
+        );
+        let again = applied(
+            first.clone(),
+            Some(1),
+            &plan(5_000, 5, 5),
+            &topic,
+            REPLICAS,
+            "t2",
+        );
+        assert_eq!(first, again, "no write when nothing changed");
+    }
+
+    #[test]
+    fn no_topic_admin_is_degraded_and_keeps_the_confirmed_count() {
+        let previous = PipelineStatus {
+            partitions: 3,
+            ..Default::default()
+        };
+        let status = applied(
+            previous,
+            Some(1),
+            &plan(50_000, 50, 50),
+            &Err(TopicError::Unavailable),
+            REPLICAS,
+            "t1",
+        );
+        assert_eq!(status.partitions, 3);
+        let degraded = find_condition(&status.conditions, DEGRADED).expect("Degraded");
+        assert_eq!(degraded.status, ConditionStatus::True);
+        assert_eq!(degraded.reason, "TopicAdminUnavailable");
+        assert!(degraded.message.contains("wanted 50"));
+    }
+
+    #[test]
+    fn invalid_and_paused_set_ready() {
+        let status = invalid(PipelineStatus::default(), Some(2), "spec.image: empty", "t");
+        assert!(is_invalid(&status));
+        let ready = find_condition(&status.conditions, READY).expect("Ready");
+        assert_eq!(
+            (ready.status, ready.message.as_str()),
+            (ConditionStatus::False, "spec.image: empty")
+        );
+        let status = paused(status, Some(3), "t2");
+        let ready = find_condition(&status.conditions, READY).expect("Ready");
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::Unknown, REASON_PAUSED)
+        );
+        assert!(!is_invalid(&status));
+    }
+}

@@ -1,0 +1,330 @@
+//! The Pipeline builder from YAML fixtures: what the operator would apply, checked field
+//! by field, with no API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sensorfleet_model::Pipeline;
+use sensorfleet_operator::build::{
+    CONFIG_HASH_ANNOTATION, DesiredObjects, Replicas, Worker, pipeline_objects,
+};
+use sensorfleet_operator::partitions;
+
+fn fixture(name: &str) -> Pipeline {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn build(pipeline: &Pipeline, processor: i32) -> DesiredObjects {
+    let replicas = Replicas {
+        bridge: pipeline.spec.bridge.replicas,
+        processor,
+        api: pipeline.spec.api.replicas,
+    };
+    pipeline_objects(pipeline, replicas).expect("builds")
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+    assert_eq!(pod.containers.len(), 1);
+    &pod.containers[0]
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    container.env.iter().flatten().find(|e| e.name == name)
+}
+
+#[test]
+fn the_full_pipeline_renders_every_object() {
+    let pipeline = fixture("pipeline-full.yaml");
+    let desired = build(&pipeline, 5);
+
+    let names: Vec<_> = desired
+        .deployments
+        .iter()
+        .map(|d| d.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["main-bridge", "main-processor", "main-api"]);
+    let service_names: Vec<_> = desired
+        .services
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(service_names, names);
+
+    // Everything is owned by the Pipeline (garbage-collected with it) and labelled.
+    let metas = std::iter::once(&desired.config_map.metadata)
+        .chain(desired.deployments.iter().map(|d| &d.metadata))
+        .chain(desired.services.iter().map(|s| &s.metadata))
+        .chain(desired.ingress.iter().map(|i| &i.metadata));
+    for meta in metas {
+        assert_eq!(meta.namespace.as_deref(), Some("iot"));
+        let owners = meta.owner_references.as_ref().expect("owner");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "Pipeline");
+        assert_eq!(owners[0].name, "main");
+        assert_eq!(owners[0].uid, "0b5f1c7e-6a55-4d43-9a59-0f3c1b2a9d10");
+        assert_eq!(owners[0].controller, Some(true));
+        let labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(labels["app.kubernetes.io/name"], "sensorfleet");
+        assert_eq!(labels["app.kubernetes.io/instance"], "main");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"],
+            "sensorfleet-operator"
+        );
+    }
+
+    // Replicas: bridge and api from the spec, processor as decided.
+    let replicas: Vec<_> = desired
+        .deployments
+        .iter()
+        .map(|d| d.spec.replicas)
+        .collect();
+    assert_eq!(replicas, [Some(2), Some(5), Some(2)]);
+
+    for (deployment, worker) in desired.deployments.iter().zip(Worker::ALL) {
+        let c = container(deployment);
+        assert_eq!(c.args.as_deref(), Some(&[worker.role().to_owned()][..]));
+        assert_eq!(c.image.as_deref(), Some("sensorfleet:0.1.0"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let (port_name, port) = worker.port();
+        let ports = c.ports.as_ref().expect("ports");
+        assert_eq!(ports[0].container_port, port);
+        assert_eq!(ports[0].name.as_deref(), Some(port_name));
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("liveness");
+        assert_eq!(live.path.as_deref(), Some("/health/live"));
+        assert_eq!(live.port, IntOrString::String(port_name.into()));
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("readiness");
+        assert_eq!(ready.path.as_deref(), Some("/health/ready"));
+        // The selector is a subset of the pod labels (the API server refuses otherwise).
+        let selector = deployment
+            .spec
+            .selector
+            .match_labels
+            .as_ref()
+            .expect("selector");
+        let pod_labels = deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .expect("pod labels");
+        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+        assert_eq!(selector["app.kubernetes.io/component"], worker.role());
+        // PostgreSQL's URL comes from the Secret, never from the ConfigMap.
+        let pg = env(c, "SENSORFLEET_POSTGRES_URL").expect("postgres env");
+        let secret = pg
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secret ref");
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("sensorfleet-postgres", "url")
+        );
+        let from = c.env_from.as_ref().expect("envFrom");
+        assert_eq!(
+            from[0].config_map_ref.as_ref().map(|r| r.name.as_str()),
+            Some("main-config")
+        );
+        let redis = env(c, "SENSORFLEET_REDIS_URL").and_then(|e| e.value.as_deref());
+        assert_eq!(
+            redis,
+            Some("redis://:$(SENSORFLEET_REDIS_PASSWORD)@redis:6379")
+        );
+    }
+
+    // Only the bridge logs in to MQTT, with credentials from the Secret, referenced
+    // after they are defined (Kubernetes expands $(VAR) only backwards).
+    let bridge = container(&desired.deployments[0]);
+    let env_names: Vec<_> = bridge
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    let user = env_names
+        .iter()
+        .position(|n| *n == "SENSORFLEET_MQTT_USERNAME")
+        .expect("user");
+    let url = env_names
+        .iter()
+        .position(|n| *n == "SENSORFLEET_MQTT_URL")
+        .expect("url");
+    assert!(user < url);
+    assert_eq!(
+        env(bridge, "SENSORFLEET_MQTT_URL").and_then(|e| e.value.as_deref()),
+        Some("mqtt://$(SENSORFLEET_MQTT_USERNAME):$(SENSORFLEET_MQTT_PASSWORD)@mosquitto:1883")
+    );
+    assert!(env(bridge, "SENSORFLEET_BRIDGE_CLIENT_ID").is_some());
+    assert!(
+        env(
+            container(&desired.deployments[1]),
+            "SENSORFLEET_MQTT_PASSWORD"
+        )
+        .is_none()
+    );
+
+    let resources = bridge.resources.as_ref().expect("resources");
+    assert_eq!(
+        resources.requests.as_ref().map(|r| r["cpu"].0.as_str()),
+        Some("250m")
+    );
+    assert_eq!(resources.limits.as_ref().map(|r| r.len()), Some(1));
+    assert!(container(&desired.deployments[1]).resources.is_none());
+
+    let config = desired.config_map.data.as_ref().expect("data");
+    let expected: BTreeMap<&str, &str> = BTreeMap::from([
+        ("SENSORFLEET_MQTT_URL", "mqtt://mosquitto:1883"),
+        ("SENSORFLEET_KAFKA_URL", "kafka://kafka:9092"),
+        ("SENSORFLEET_KAFKA_TOPIC", "sensor-readings"),
+        (
+            "SENSORFLEET_INFLUX_URL",
+            "influx://influxdb:8086?db=sensors",
+        ),
+        ("SENSORFLEET_REDIS_URL", "redis://redis:6379"),
+        ("SENSORFLEET_WINDOW", "5m"),
+        ("SENSORFLEET_MOVING_AVERAGE", "10"),
+        ("SENSORFLEET_PROCESSOR_GROUP", "main-processor"),
+        ("SENSORFLEET_METRICS_ADDR", "0.0.0.0:9090"),
+        ("SENSORFLEET_HTTP_ADDR", "0.0.0.0:8080"),
+    ]);
+    for (key, value) in expected {
+        assert_eq!(config.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    assert!(
+        config
+            .values()
+            .all(|v| !v.contains("s3cret") && !v.contains('@')),
+        "no credentials in the ConfigMap"
+    );
+
+    let api_service = desired.services[2].spec.as_ref().expect("service spec");
+    let port = &api_service.ports.as_ref().expect("ports")[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8080));
+
+    let ingress = desired
+        .ingress
+        .as_ref()
+        .and_then(|i| i.spec.as_ref())
+        .expect("ingress");
+    assert_eq!(ingress.ingress_class_name.as_deref(), Some("nginx"));
+    let rule = &ingress.rules.as_ref().expect("rules")[0];
+    assert_eq!(rule.host.as_deref(), Some("iot.example.com"));
+    let backend = rule.http.as_ref().expect("http").paths[0]
+        .backend
+        .service
+        .as_ref()
+        .expect("svc");
+    assert_eq!(backend.name, "main-api");
+    let tls = &ingress.tls.as_ref().expect("tls")[0];
+    assert_eq!(tls.secret_name.as_deref(), Some("iot-tls"));
+}
+
+#[test]
+fn the_minimal_pipeline_gets_defaults_and_no_ingress() {
+    let pipeline = fixture("pipeline-minimal.yaml");
+    assert!(sensorfleet_operator::validate::pipeline(&pipeline.spec).is_empty());
+    let desired = build(&pipeline, 3);
+    assert!(desired.ingress.is_none());
+    let replicas: Vec<_> = desired
+        .deployments
+        .iter()
+        .map(|d| d.spec.replicas)
+        .collect();
+    assert_eq!(replicas, [Some(1), Some(3), Some(1)]);
+    let config = desired.config_map.data.as_ref().expect("data");
+    assert_eq!(
+        config["SENSORFLEET_INFLUX_URL"],
+        "influx://influx:8086?db=sensors"
+    );
+    assert_eq!(
+        config["SENSORFLEET_KAFKA_URL"],
+        "kafka://kafka-0:9092,kafka-1:9092"
+    );
+    let bridge = container(&desired.deployments[0]);
+    assert!(env(bridge, "SENSORFLEET_MQTT_USERNAME").is_none());
+    assert!(
+        env(bridge, "SENSORFLEET_REDIS_URL").is_none(),
+        "the ConfigMap's URL is used"
+    );
+    let pg = env(bridge, "SENSORFLEET_POSTGRES_URL")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("secret ref");
+    assert_eq!((pg.name.as_str(), pg.key.as_str()), ("pg", "dsn"));
+    assert!(
+        container(&desired.deployments[0])
+            .image_pull_policy
+            .is_none()
+    );
+}
+
+#[test]
+fn a_config_change_rolls_the_workers_and_a_replica_change_does_not() {
+    let pipeline = fixture("pipeline-full.yaml");
+    let hash = |d: &DesiredObjects| {
+        d.deployments[0]
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+            .expect("hash annotation")
+    };
+    let before = build(&pipeline, 5);
+    assert_eq!(
+        hash(&before),
+        hash(&build(&pipeline, 9)),
+        "scaling is not a config change"
+    );
+    assert_eq!(before, build(&pipeline, 5), "the builder is deterministic");
+    let mut edited = pipeline.clone();
+    edited.spec.processor.window = "10m".into();
+    assert_ne!(hash(&before), hash(&build(&edited, 5)));
+}
+
+#[test]
+fn a_pipeline_not_read_from_the_server_is_refused() {
+    let mut pipeline = fixture("pipeline-minimal.yaml");
+    pipeline.metadata.uid = None;
+    let replicas = Replicas {
+        bridge: 1,
+        processor: 1,
+        api: 1,
+    };
+    assert!(pipeline_objects(&pipeline, replicas).is_err());
+}
+
+#[test]
+fn fleets_from_fixtures_drive_partitions_and_processors() {
+    let pipeline = fixture("pipeline-full.yaml");
+    let fleets: Vec<sensorfleet_model::SensorFleetSpec> = [
+        "deviceType: t\ngenerate: {count: 5000, idPrefix: a-}",
+        "deviceType: t\ngenerate: {count: 45000, idPrefix: b-}\ndevices: [{id: x}]",
+    ]
+    .iter()
+    .map(|yaml| serde_yaml::from_str(yaml).expect("fleet"))
+    .collect();
+    let declared = partitions::declared_devices(&fleets);
+    assert_eq!(declared, 50_001);
+    let plan = partitions::plan(declared, &pipeline.spec.kafka, 3);
+    assert_eq!(plan.target, 51);
+    assert_eq!(
+        partitions::processor_replicas(plan.target, &pipeline.spec.processor),
+        16
+    );
+}
