@@ -12,7 +12,7 @@ export npm_config_cache ?= $(CACHE)/npm
 BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
 SHELL := /bin/bash
 
-.PHONY: up test deps services build unit browser browser-run lint fmt bench openapi help
+.PHONY: up test deps services build unit browser browser-run lint fmt bench openapi chart-crds image help
 
 help:
 	@grep -E "^#   |^## " Makefile | sed -E "s/^#+ */  /"
@@ -64,6 +64,18 @@ fmt:
 ## openapi: regenerate api/openapi.json after changing the API types.
 openapi:
 	SENSORFLEET_BLESS=1 cargo test --release --locked -p sensorfleet-api openapi
+
+## chart-crds: copy the generated CRDs (crds/, written by `sensorfleet crdgen --out crds/`)
+## into the Helm chart, which installs them; tests/chart.rs fails while the two differ.
+chart-crds:
+	@ls crds/*.yaml >/dev/null 2>&1 || { echo "crds/ holds no CRDs: run sensorfleet crdgen --out crds/ first" >&2; exit 1; }
+	rm -f charts/sensorfleet/crds/*.yaml
+	cp crds/*.yaml charts/sensorfleet/crds/
+
+## image: the container image the chart and the kind guide use (Dockerfile).
+IMAGE ?= sensorfleet:0.1.0
+image:
+	docker build -t $(IMAGE) .
 
 ## bench: the benchmark BENCHMARKS.md records.
 bench: build
