@@ -240,6 +240,7 @@ struct RollupArgs {
     /// Keep running and roll up again at this interval (e.g. 10m); default: once.
     #[arg(long, value_parser = parse_duration)]
     every: Option<Duration>,
+}
 
 #[derive(clap::Args)]
 struct CrdgenArgs {

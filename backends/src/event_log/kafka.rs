@@ -111,7 +111,12 @@ impl TopicNames {
     }
 
     fn all(&self) -> [&str; 4] {
-        [&self.readings, &self.alerts, &self.dead_letter, &self.commands]
+        [
+            &self.readings,
+            &self.alerts,
+            &self.dead_letter,
+            &self.commands,
+        ]
     }
 }
 
