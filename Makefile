@@ -40,7 +40,7 @@ up: build
 ## services, the end-to-end tests). `testenv env` exports the services' URLs; plain
 ## `cargo test` without them skips those suites, or fails them when CI is set.
 unit: services
-	eval "$$(scripts/testenv env)" && cargo test --release --locked --workspace
+	eval "$$(scripts/testenv env)" && cargo test --release --locked --workspace --no-fail-fast
 
 ## browser: headless Chromium loads the dashboard and sees live data arrive.
 browser: build browser-run
