@@ -174,6 +174,12 @@ struct BridgeArgs {
     /// Largest accepted payload in bytes; larger ones are dead-lettered.
     #[arg(long, default_value_t = 16 * 1024, env = "SENSORFLEET_MAX_PAYLOAD_BYTES")]
     max_payload_bytes: usize,
+    /// Most messages written to the sinks in one batch (and acknowledged together).
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "SENSORFLEET_BRIDGE_BATCH_MAX")]
+    batch_max: u32,
+    /// Milliseconds a batch waits to fill before it is written anyway.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=60_000), env = "SENSORFLEET_BRIDGE_LINGER_MS")]
+    linger_ms: u32,
     /// Address of /metrics, /health/live and /health/ready.
     #[arg(
         long,
@@ -574,6 +580,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 share_group: args.share_group,
                 connections: args.connections,
                 max_payload_bytes: args.max_payload_bytes,
+                batch_max: args.batch_max as usize,
+                linger: std::time::Duration::from_millis(args.linger_ms.into()),
             };
             roles::bridge::run(config, signalled()).await
         }

@@ -475,3 +475,55 @@ async fn kill_9_processor_then_bridge_loses_nothing_and_duplicates_nothing() {
     );
     assert!(bridge.log_text().matches("bridge starting").count() == 2);
 }
+
+/// A burst far larger than the bridge's batch, at full speed over one connection: the
+/// bridge keeps acknowledging while its event loop keeps receiving. (Handing an
+/// acknowledgement over used to wait on an event loop that was itself waiting for the
+/// bridge to take what it had received: the stream stopped after a few batches.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_batch_does_not_stall_the_bridge() {
+    let Some(stack) = Stack::start("burst") else {
+        return;
+    };
+    let base = base_ts_ms();
+    let devices: Vec<String> = (1..=10).map(|i| format!("{}-b{i:02}", stack.run)).collect();
+    let manifest = stack.manifest("fleet.yaml", &fleet("burst", &devices));
+    stack.apply(&[&manifest]);
+    let bridge = stack.role(
+        "bridge",
+        &["--connections", "1", "--batch-max", "8", "--linger-ms", "1"],
+    );
+    bridge.ready(60).await;
+
+    let per_device = 300;
+    let publishers: Vec<std::thread::JoinHandle<()>> = devices
+        .iter()
+        .enumerate()
+        .map(|(n, device)| {
+            let lines: Vec<String> = (0..per_device)
+                .map(|i| reading(device, base + i as i64 * 10, 20.0 + (i % 5) as f64))
+                .collect();
+            let topic = format!("sensors/temperature_sensor/{device}");
+            let client_id = format!("{}-pub{n}", stack.run);
+            let port = stack.mqtt_port;
+            std::thread::spawn(move || {
+                publish_paced(port, &client_id, &topic, &lines, per_device, Duration::ZERO)
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().expect("publisher");
+    }
+    let total = (devices.len() * per_device) as u64;
+    let regex = format!("^{}-b", stack.run);
+    let stored = eventually(60, "the whole burst in InfluxDB", || {
+        let stack = &stack;
+        let regex = regex.clone();
+        async move {
+            let n = influx_count(stack, &regex).await;
+            (n >= total).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(stored, total);
+}

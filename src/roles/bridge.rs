@@ -31,6 +31,10 @@ pub struct BridgeRole {
     pub connections: usize,
     /// Largest accepted payload.
     pub max_payload_bytes: usize,
+    /// Most messages per batch.
+    pub batch_max: usize,
+    /// How long a batch waits to fill.
+    pub linger: std::time::Duration,
 }
 
 /// Runs the bridge until `stop` resolves or it fails.
@@ -59,6 +63,8 @@ pub async fn run(config: BridgeRole, stop: impl Future<Output = ()>) -> anyhow::
     bridge_config.share_group = Some(config.share_group.clone());
     bridge_config.connections = config.connections;
     bridge_config.limits.max_payload_bytes = config.max_payload_bytes;
+    bridge_config.batch_max = config.batch_max;
+    bridge_config.linger = config.linger;
     info!(
         mqtt = %config.mqtt,
         event_log = log.name(),

@@ -158,11 +158,15 @@ pub async fn run(
     info!(broker = %config.mqtt, filter = %filter, connections, "bridge started");
 
     let mut batch: Vec<(usize, Publish)> = Vec::with_capacity(config.batch_max);
+    let mut acks = PendingAcks::new(connections);
     loop {
         batch.clear();
+        acks.send(&clients);
         let first = tokio::select! {
             message = rx.recv() => message,
             _ = shutdown.changed() => None,
+            // Acknowledgements an event loop had no room for yet: offered again shortly.
+            _ = tokio::time::sleep(ACK_RETRY), if !acks.is_empty() => continue,
         };
         let Some(first) = first else { break };
         batch.push(first);
@@ -174,12 +178,14 @@ pub async fn run(
             }
         }
         deliver(&config, &sinks, &batch, &mut shutdown).await?;
-        for (index, publish) in &batch {
-            if publish.qos != QoS::AtMostOnce {
-                // A closed client means its event loop ended: the broker redelivers.
-                let _ = clients[*index].ack(publish).await;
-            }
+        acks.extend(&batch);
+    }
+    // Hand over what is still pending (bounded: the broker redelivers the rest).
+    for _ in 0..20 {
+        if acks.send(&clients) {
+            break;
         }
+        tokio::time::sleep(ACK_RETRY).await;
     }
     // Let the event loops send the last acknowledgements, then leave the sessions open on
     // the broker (a clean disconnect would drop what it queued for us).
@@ -190,6 +196,53 @@ pub async fn run(
     telemetry::BRIDGE_CONNECTED.set(0);
     info!("bridge stopped; every received message was delivered and acknowledged");
     Ok(())
+}
+
+/// How soon acknowledgements that found an event loop's request queue full are offered
+/// again.
+const ACK_RETRY: Duration = Duration::from_millis(5);
+
+/// Acknowledgements owed to the broker, per connection, not yet handed to their event
+/// loop. Handing them over never waits: an event loop may itself be waiting for this loop
+/// to take the messages it received, and a waiting `ack().await` would close that circle
+/// (a deadlock seen under full load, when the broker's in-flight window is larger than
+/// the request queue). Only the packet id is kept, not the payload.
+struct PendingAcks(Vec<std::collections::VecDeque<Publish>>);
+
+impl PendingAcks {
+    fn new(connections: usize) -> Self {
+        Self(vec![std::collections::VecDeque::new(); connections])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|queue| queue.is_empty())
+    }
+
+    /// Owes an acknowledgement for every QoS 1/2 message of a durable batch.
+    fn extend(&mut self, batch: &[(usize, Publish)]) {
+        for (index, publish) in batch {
+            if publish.qos != QoS::AtMostOnce {
+                let mut ack = Publish::new("", publish.qos, Vec::new());
+                ack.pkid = publish.pkid;
+                self.0[*index].push_back(ack);
+            }
+        }
+    }
+
+    /// Hands over as many as the event loops take now; true when none is left.
+    fn send(&mut self, clients: &[AsyncClient]) -> bool {
+        for (queue, client) in self.0.iter_mut().zip(clients) {
+            while let Some(ack) = queue.front() {
+                // Full: this connection's event loop catches up first. (Closed, at
+                // shutdown, looks the same; the broker then redelivers.)
+                if client.try_ack(ack).is_err() {
+                    break;
+                }
+                queue.pop_front();
+            }
+        }
+        self.is_empty()
+    }
 }
 
 async fn deliver(
