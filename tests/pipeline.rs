@@ -527,3 +527,88 @@ async fn a_burst_larger_than_the_batch_does_not_stall_the_bridge() {
     .await;
     assert_eq!(stored, total);
 }
+
+fn hot_rule(name: &str, fleet: &str, max: f64) -> String {
+    format!(
+        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: AlertRule\nmetadata: {{name: {name}}}\n\
+         spec:\n  deviceType: temperature_sensor\n  fleet: {fleet}\n  metric: temperature_celsius\n  \
+         max: {max}\n  severity: critical\n"
+    )
+}
+
+/// An AlertRule edited while the processor runs (as `kubectl apply` through the operator,
+/// or `sensorfleet apply`, would change its row in PostgreSQL) applies without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_processor_applies_a_changed_alert_rule() {
+    let Some(stack) = Stack::start("edit") else {
+        return;
+    };
+    let base = base_ts_ms();
+    let device = format!("{}-e1", stack.run);
+    let fleet_file = stack.manifest("fleet.yaml", &fleet("edit", std::slice::from_ref(&device)));
+    let loose = stack.manifest("rule.yaml", &hot_rule("edit-hot", "edit", 30.0));
+    stack.apply(&[&fleet_file, &loose]);
+    let processor = stack.role("processor", &["--refresh", "1s"]);
+    let bridge = stack.role("bridge", &["--connections", "1"]);
+    let api = stack.role("api", &[]);
+    processor.ready(60).await;
+    bridge.ready(60).await;
+    api.ready(60).await;
+
+    let topic = format!("sensors/temperature_sensor/{device}");
+    let alerts_of_rule = |rule: &'static str| {
+        let mut client = api.client();
+        let device = device.clone();
+        async move {
+            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
+            let mine: Vec<serde_json::Value> = json["alerts"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["device_id"] == device.as_str() && a["rule"] == rule)
+                .cloned()
+                .collect();
+            Some(mine)
+        }
+    };
+    // 25 °C is within the rule (max 30): the processor sees it, no alert.
+    for i in 0..3 {
+        stack
+            .broker
+            .publish(&topic, &reading(&device, base + i * 1000, 25.0));
+    }
+    let latest = format!("/api/device/{device}/latest");
+    eventually(30, "the first readings processed", || {
+        let mut client = api.client();
+        let latest = latest.clone();
+        async move {
+            let json = client.get(&latest).await.ok()?.json();
+            (json["temperature_celsius"] == 25.0).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(alerts_of_rule("edit-hot").await, Some(vec![]));
+
+    // The rule tightens to max 20; the processor picks it up from the registry.
+    let strict = stack.manifest("rule.yaml", &hot_rule("edit-hot", "edit", 20.0));
+    stack.apply(&[&fleet_file, &strict]);
+    eventually(30, "the processor applying the changed rule", || {
+        let text = processor.log_text();
+        async move { text.contains("registry changed; applying").then_some(()) }
+    })
+    .await;
+    for i in 3..6 {
+        stack
+            .broker
+            .publish(&topic, &reading(&device, base + i * 1000, 25.0));
+    }
+    let fired = eventually(30, "the tightened rule firing", || {
+        let pending = alerts_of_rule("edit-hot");
+        async move { pending.await?.into_iter().next() }
+    })
+    .await;
+    assert_eq!(fired["threshold"], "> 20", "{fired}");
+    assert!(
+        processor.log_text().matches("processor starting").count() == 1,
+        "no restart"
+    );
+}
