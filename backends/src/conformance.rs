@@ -16,6 +16,38 @@ use crate::{
     Record, Registry, TimeSeries, Topic,
 };
 
+/// The URL of a real service a test runs against, from the environment variable `var`
+/// that `scripts/testenv env` exports. Unset, the test is skipped with a line saying how to
+/// run it, except under `CI`, where a missing service fails the run instead.
+/// `service` is the name `scripts/testenv up` takes (`kafka`, `postgres`, …).
+pub fn service_url(var: &str, service: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let message = format!(
+                "{var} is not set: start the service with `scripts/testenv up {service}` and \
+                 export its URL with `eval \"$(scripts/testenv env)\"` (make test does both)"
+            );
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{message}; CI is set, so this test must run"
+            );
+            println!("SKIPPED: {message}");
+            None
+        }
+    }
+}
+
+/// A name no other run uses (process id and clock), for topics, databases, key prefixes
+/// and ids on a shared service: `<prefix><tag>_<pid>_<nanos>`, legal in all of them.
+pub fn unique_name(prefix: &str, tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}{tag}_{}_{nanos}", std::process::id())
+}
+
 fn reading(device_id: &str, ts_ms: i64, value: f64) -> Reading {
     Reading {
         device_id: device_id.to_owned(),

@@ -145,13 +145,13 @@ pub fn choose(concern: Concern, text: &str) -> Result<Choice, ConnectError> {
         return Ok(Choice::Embedded);
     }
     let scheme = text.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    let fits = match (concern, scheme.as_deref()) {
-        (Concern::EventLog, Some("kafka")) => true,
-        (Concern::TimeSeries, Some("influx" | "influxdb")) => true,
-        (Concern::Cache, Some("redis")) => true,
-        (Concern::Registry, Some("postgres" | "postgresql")) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (concern, scheme.as_deref()),
+        (Concern::EventLog, Some("kafka"))
+            | (Concern::TimeSeries, Some("influx" | "influxdb"))
+            | (Concern::Cache, Some("redis"))
+            | (Concern::Registry, Some("postgres" | "postgresql"))
+    );
     if fits {
         Ok(Choice::Url(text.to_owned()))
     } else {

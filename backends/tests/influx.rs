@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sensorfleet_backends::timeseries::influx::{InfluxOptions, InfluxStore, RetryPolicy};
 use sensorfleet_backends::{BackendError, HistoryQuery, TimeSeries, conformance};
@@ -41,37 +41,18 @@ const BASE: i64 = 1_780_000_000_000 / HOUR * HOUR;
 
 /// The server's `host:port`, or `None` (after saying so) when the test should be skipped.
 fn server() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => {
-            let parsed = url::Url::parse(&url).expect("SENSORFLEET_TEST_INFLUX_URL parses");
-            Some(format!(
-                "{}:{}",
-                parsed.host_str().expect("a host"),
-                parsed.port().unwrap_or(8086)
-            ))
-        }
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "{URL_VAR} is not set, and CI is: the InfluxDB tests must run in CI. Start the \
-             server with `scripts/testenv up influxdb` and export the URL with \
-             `eval \"$(scripts/testenv env)\"` (make test does both)."
-        ),
-        _ => {
-            println!(
-                "SKIPPED: {URL_VAR} is not set; run `scripts/testenv up influxdb` and \
-                 `eval \"$(scripts/testenv env)\"` to test against InfluxDB"
-            );
-            None
-        }
-    }
+    let url = conformance::service_url(URL_VAR, "influxdb")?;
+    let parsed = url::Url::parse(&url).expect("SENSORFLEET_TEST_INFLUX_URL parses");
+    Some(format!(
+        "{}:{}",
+        parsed.host_str().expect("a host"),
+        parsed.port().unwrap_or(8086)
+    ))
 }
 
 /// A name no other run uses.
 fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("sftest_{tag}_{}_{nanos}", std::process::id())
+    conformance::unique_name("sftest_", tag)
 }
 
 /// One HTTP/1.0 request (so the answer is never chunked and ends with the connection);

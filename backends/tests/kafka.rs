@@ -8,7 +8,7 @@
 //! deletes its topics at the end, so runs can share one broker.
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sensorfleet_backends::event_log::kafka::{KafkaAdmin, KafkaLog, KafkaOptions};
 use sensorfleet_backends::{BackendError, EventLog, Record, Topic, conformance};
@@ -17,30 +17,12 @@ const URL_VAR: &str = "SENSORFLEET_TEST_KAFKA_URL";
 
 /// The broker's URL, or `None` (after saying so) when the test should be skipped.
 fn broker_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "{URL_VAR} is not set, and CI is: the Kafka tests must run in CI. Start the \
-             broker with `scripts/testenv up kafka` and export the URL with \
-             `eval \"$(scripts/testenv env)\"` (make test does both)."
-        ),
-        _ => {
-            println!(
-                "SKIPPED: {URL_VAR} is not set; run `scripts/testenv up kafka` and \
-                 `eval \"$(scripts/testenv env)\"` to test against Kafka"
-            );
-            None
-        }
-    }
+    conformance::service_url(URL_VAR, "kafka")
 }
 
 /// A prefix no earlier run used, legal in topic and group names.
 fn unique_run(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("t-{tag}-{}-{nanos}", std::process::id())
+    conformance::unique_name("t_", tag)
 }
 
 /// `url` with parameters added (the test URL may already carry some).

@@ -6,7 +6,7 @@
 //! `eval "$(scripts/testenv env)"`). Unset: skipped with a message, or a failure when
 //! `CI` is set, so CI never passes without having run it.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use sensorfleet_backends::postgres::PostgresRegistry;
 use sensorfleet_backends::{BackendError, DeviceRecord, Registry, conformance};
@@ -15,31 +15,13 @@ const URL_VAR: &str = "SENSORFLEET_TEST_POSTGRES_URL";
 
 /// The server's URL, or `None` (after saying so) when the test should be skipped.
 fn server_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "{URL_VAR} is not set, and CI is: the PostgreSQL tests must run in CI. \
-             Start the server with `scripts/testenv up postgres` and export the URL with \
-             `eval \"$(scripts/testenv env)\"` (make test does both)."
-        ),
-        _ => {
-            println!(
-                "SKIPPED: {URL_VAR} is not set; run `scripts/testenv up postgres` and \
-                 `eval \"$(scripts/testenv env)\"` to test against PostgreSQL"
-            );
-            None
-        }
-    }
+    conformance::service_url(URL_VAR, "postgres")
 }
 
 /// A prefix no earlier run on the same database used: ids from different runs never
 /// collide, so the suite runs against a shared, non-empty database.
 fn unique_run(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("pg{tag}-{}-{nanos}", std::process::id())
+    conformance::unique_name("pg", tag)
 }
 
 async fn connect(url: &str) -> PostgresRegistry {

@@ -5,34 +5,21 @@
 //! missing service is a failure. Each run uses its own key prefix, so runs can share one
 //! server and nothing is flushed.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
 use fred::types::{ClusterHash, CustomCommand};
 use sensorfleet_backends::cache::redis::RedisCache;
-use sensorfleet_backends::{BackendError, Cache, DeviceMetrics, LiveEvent};
+use sensorfleet_backends::{BackendError, Cache, DeviceMetrics, LiveEvent, conformance};
 
 /// The test server's URL; `None` (after saying why) when the test should skip.
 fn redis_url() -> Option<String> {
-    if let Ok(url) = std::env::var("SENSORFLEET_TEST_REDIS_URL") {
-        return Some(url);
-    }
-    let message = "SENSORFLEET_TEST_REDIS_URL is not set (start Redis with \
-                   `scripts/testenv up redis`, then `eval \"$(scripts/testenv env)\"`)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{message}");
-    }
-    eprintln!("SKIPPED: {message}");
-    None
+    conformance::service_url("SENSORFLEET_TEST_REDIS_URL", "redis")
 }
 
 /// A prefix no other run uses: pid and time.
 fn unique_run() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("t{}-{nanos}", std::process::id())
+    conformance::unique_name("t", "")
 }
 
 /// Deletes the keys a run left (the latest readings, lists and sets have no TTL), with
