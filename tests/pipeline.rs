@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::eventually;
-use support::stack::Stack;
+use support::stack::{RoleProcess, Stack};
 
 /// A minute ago, whole seconds: every reading of a test is in the past, yet recent
 /// enough that no device passes its `offlineAfter` (5 min) while the test runs.
@@ -76,6 +76,24 @@ fn publish_paced(
     assert!(child.wait().expect("mosquitto_pub").success());
 }
 
+/// The alerts of `device` the API lists (newest first) that `keep` selects; `None` while
+/// the API does not answer.
+async fn alerts_of(
+    api: &RoleProcess,
+    device: &str,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Option<Vec<serde_json::Value>> {
+    let json = api.client().get("/api/alerts?limit=500").await.ok()?.json();
+    Some(
+        json["alerts"]
+            .as_array()?
+            .iter()
+            .filter(|a| a["device_id"] == device && keep(a))
+            .cloned()
+            .collect(),
+    )
+}
+
 async fn influx_count(stack: &Stack, device_regex: &str) -> u64 {
     let json = stack
         .influx_query(&format!(
@@ -126,17 +144,10 @@ async fn mqtt_to_api_through_every_real_backend() {
         }
     };
     publish(0..5);
-    let firing = eventually(30, "the too-hot alert firing", || {
-        let mut client = api.client();
-        let device = device.clone();
-        async move {
-            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
-            json["alerts"]
-                .as_array()?
-                .iter()
-                .find(|a| a["device_id"] == device.as_str() && a["state"] == "firing")
-                .cloned()
-        }
+    let (api_ref, device_id) = (&api, device.as_str());
+    let firing = eventually(30, "the too-hot alert firing", || async move {
+        let found = alerts_of(api_ref, device_id, |a| a["state"] == "firing").await?;
+        found.into_iter().next()
     })
     .await;
     let id = firing["id"].as_str().expect("alert id").replace('/', "%2F");
@@ -221,31 +232,15 @@ async fn mqtt_to_api_through_every_real_backend() {
         .unwrap_or_default();
     assert_eq!(points.len(), values.len(), "history: {points:?}");
 
-    let alert = eventually(30, "the too-hot alert, resolved", || {
-        let mut client = api.client();
-        let device = device.clone();
-        async move {
-            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
-            json["alerts"]
-                .as_array()?
-                .iter()
-                .find(|a| a["device_id"] == device.as_str() && a["state"] == "resolved")
-                .cloned()
-        }
+    let alert = eventually(30, "the too-hot alert, resolved", || async move {
+        let found = alerts_of(api_ref, device_id, |a| a["state"] == "resolved").await?;
+        found.into_iter().next()
     })
     .await;
-    let alerts = client
-        .get("/api/alerts?limit=100")
+    let too_hot = alerts_of(&api, device, |a| a["rule"] == "too-hot")
         .await
-        .expect("alerts")
-        .json();
-    let for_device: Vec<&serde_json::Value> = alerts["alerts"]
-        .as_array()
-        .expect("alerts array")
-        .iter()
-        .filter(|a| a["device_id"] == device.as_str() && a["rule"] == "too-hot")
-        .collect();
-    assert_eq!(for_device.len(), 1, "one alert, fired once: {for_device:?}");
+        .expect("the alerts");
+    assert_eq!(too_hot.len(), 1, "one alert, fired once: {too_hot:?}");
 
     // InfluxDB, read directly: the design's schema, every reading once.
     assert_eq!(
@@ -437,21 +432,12 @@ async fn kill_9_processor_then_bridge_loses_nothing_and_duplicates_nothing() {
     }
     // The processor caught up and the hot device's alert exists exactly once.
     let hot = &devices[0];
-    let alerts = eventually(60, "the processor caught up", || {
-        let mut client = api.client();
-        let hot = hot.clone();
-        async move {
-            let json = client.get("/api/alerts?limit=500").await.ok()?.json();
-            let mine: Vec<serde_json::Value> = json["alerts"]
-                .as_array()?
-                .iter()
-                .filter(|a| a["device_id"] == hot.as_str())
-                .cloned()
-                .collect();
-            mine.iter()
-                .any(|a| a["rule"] == "crash-hot")
-                .then_some(mine)
-        }
+    let api_ref = &api;
+    let alerts = eventually(60, "the processor caught up", || async move {
+        let mine = alerts_of(api_ref, hot, |_| true).await?;
+        mine.iter()
+            .any(|a| a["rule"] == "crash-hot")
+            .then_some(mine)
     })
     .await;
     // Every alert of the hot device (threshold, and the detectors a constant 40 °C
@@ -556,19 +542,9 @@ async fn a_running_processor_applies_a_changed_alert_rule() {
     api.ready(60).await;
 
     let topic = format!("sensors/temperature_sensor/{device}");
-    let alerts_of_rule = |rule: &'static str| {
-        let mut client = api.client();
-        let device = device.clone();
-        async move {
-            let json = client.get("/api/alerts?limit=100").await.ok()?.json();
-            let mine: Vec<serde_json::Value> = json["alerts"]
-                .as_array()?
-                .iter()
-                .filter(|a| a["device_id"] == device.as_str() && a["rule"] == rule)
-                .cloned()
-                .collect();
-            Some(mine)
-        }
+    let (api_ref, device_id) = (&api, device.as_str());
+    let alerts_of_rule = |rule: &'static str| async move {
+        alerts_of(api_ref, device_id, |a| a["rule"] == rule).await
     };
     // 25 °C is within the rule (max 30): the processor sees it, no alert.
     for i in 0..3 {
