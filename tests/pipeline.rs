@@ -42,11 +42,7 @@ fn fleet(name: &str, ids: &[String]) -> String {
 }
 
 fn too_hot_rule(name: &str, fleet: &str) -> String {
-    format!(
-        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: AlertRule\nmetadata: {{name: {name}}}\n\
-         spec:\n  deviceType: temperature_sensor\n  fleet: {fleet}\n  metric: temperature_celsius\n  \
-         max: 30\n  clearMax: 29\n  severity: critical\n"
-    )
+    format!("{}  clearMax: 29\n", hot_rule(name, fleet, 30.0))
 }
 
 /// Publishes lines with one `mosquitto_pub -l` at QoS 1, `per_tick` lines every `tick`.
