@@ -203,6 +203,13 @@ struct ProcessorArgs {
     /// How often devices and alert rules are re-read from the registry.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SENSORFLEET_REFRESH")]
     refresh: Duration,
+    /// Sliding window of the per-device statistics (min/max/mean, rate of change), e.g.
+    /// `5m`; a Pipeline's `processor.window`.
+    #[arg(long, default_value = "5m", value_parser = parse_window, env = "SENSORFLEET_WINDOW")]
+    window: Duration,
+    /// Readings in the moving average; a Pipeline's `processor.movingAverage`.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000), env = "SENSORFLEET_MOVING_AVERAGE")]
+    moving_average: u16,
     /// Address of /metrics, /health/live and /health/ready.
     #[arg(
         long,
@@ -433,6 +440,15 @@ fn influx_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, db.to_owned()))
 }
 
+/// A window: a duration of at least one second (the window keeps ten buckets).
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window < Duration::from_secs(1) {
+        return Err(format!("{text}: a window is at least 1s"));
+    }
+    Ok(window)
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     parse_duration_ms(text).map(|ms| Duration::from_millis(ms as u64))
 }
@@ -592,6 +608,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .role("sensorfleet processor", args.metrics_addr),
                 group: args.group,
                 refresh: args.refresh,
+                window: args.window,
+                moving_average: args.moving_average.into(),
             };
             roles::processor::run(config, signalled()).await
         }

@@ -142,3 +142,40 @@ fn help_teaches_the_roles() {
         "{up}"
     );
 }
+
+/// Every setting the operator renders into a Pipeline's worker ConfigMap is read by a
+/// role: its variable shows in the `--help` of `bridge`, `processor` or `api` (clap lists
+/// each flag's `env`). A key no role reads would be a setting silently ignored in a cluster.
+#[test]
+fn every_worker_setting_the_operator_renders_is_read_by_a_role() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/operator/tests/fixtures/pipeline-full.yaml"
+    ))
+    .expect("the full Pipeline fixture");
+    let pipeline: sensorfleet_model::pipeline::Pipeline =
+        serde_yaml::from_str(&text).expect("the fixture parses");
+    let config = sensorfleet_operator::build::worker_config("main", &pipeline.spec);
+    let help: String = ["bridge", "processor", "api"]
+        .iter()
+        .map(|role| String::from_utf8_lossy(&sensorfleet(&[role, "--help"]).stdout).into_owned())
+        .collect();
+    assert!(config.len() >= 10, "{config:?}");
+    for key in config.keys() {
+        assert!(
+            help.contains(&format!("[env: {key}")),
+            "{key} is rendered by the operator but no role reads it"
+        );
+    }
+}
+
+#[test]
+fn a_processor_window_below_a_second_is_refused_with_the_reason() {
+    let output = sensorfleet(&["processor", "--window", "500ms"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("a window is at least 1s"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -138,9 +138,12 @@ pub fn worker_config(name: &str, spec: &PipelineSpec) -> BTreeMap<String, String
         ("SENSORFLEET_MQTT_URL".into(), spec.mqtt.url.clone()),
         (
             "SENSORFLEET_KAFKA_URL".into(),
-            format!("kafka://{}", kafka.bootstrap_servers),
+            format!(
+                "kafka://{}?readings_topic={topic}&dead_letter_topic={topic}-dlq",
+                kafka.bootstrap_servers,
+                topic = kafka.topic
+            ),
         ),
-        ("SENSORFLEET_KAFKA_TOPIC".into(), kafka.topic.clone()),
         (
             "SENSORFLEET_INFLUX_URL".into(),
             influx_url(&spec.influxdb.url, &spec.influxdb.database),

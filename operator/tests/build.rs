@@ -188,8 +188,10 @@ fn the_full_pipeline_renders_every_object() {
     let config = desired.config_map.data.as_ref().expect("data");
     let expected: BTreeMap<&str, &str> = BTreeMap::from([
         ("SENSORFLEET_MQTT_URL", "mqtt://mosquitto:1883"),
-        ("SENSORFLEET_KAFKA_URL", "kafka://kafka:9092"),
-        ("SENSORFLEET_KAFKA_TOPIC", "sensor-readings"),
+        (
+            "SENSORFLEET_KAFKA_URL",
+            "kafka://kafka:9092?readings_topic=sensor-readings&dead_letter_topic=sensor-readings-dlq",
+        ),
         (
             "SENSORFLEET_INFLUX_URL",
             "influx://influxdb:8086?db=sensors",

@@ -15,7 +15,7 @@ use sensorfleet_model::manifest::DeclaredDevice;
 use sensorfleet_model::{AlertAction, AlertCommandRecord};
 use sensorfleet_workers::clock::now_ms;
 use sensorfleet_workers::processor::{
-    self, AlertCommand, Declarations, ProcessorConfig, ProcessorSinks,
+    self, AlertCommand, Declarations, EngineConfig, ProcessorConfig, ProcessorSinks,
 };
 use sensorfleet_workers::telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,6 +32,10 @@ pub struct ProcessorRole {
     pub group: String,
     /// How often devices and rules are re-read from the registry.
     pub refresh: Duration,
+    /// Sliding window of the per-device statistics.
+    pub window: Duration,
+    /// Readings in the moving average.
+    pub moving_average: usize,
 }
 
 /// Offline threshold of a device the registry has no timing for (DESIGN §4 default).
@@ -231,6 +235,11 @@ pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyho
     ));
     let processor_config = ProcessorConfig {
         group: config.group.clone(),
+        engine: EngineConfig {
+            window_ms: config.window.as_millis().try_into().unwrap_or(i64::MAX),
+            moving_average: config.moving_average,
+            ..EngineConfig::default()
+        },
         ..ProcessorConfig::default()
     };
     let sinks = ProcessorSinks {
