@@ -11,7 +11,7 @@ use kube::api::Api;
 use crate::controller::{self, Context};
 use crate::leader::{LeaderElector, LeaderError};
 use crate::mirror::PostgresConnector;
-use crate::topic::NoTopicAdmin;
+use crate::topic::KafkaTopicAdmin;
 
 /// How the operator runs.
 #[derive(Debug, Clone)]
@@ -55,11 +55,10 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         () = elector.acquire() => {}
         () = shutdown_signal() => return Ok(()),
     }
-    // TODO(merge kafka-log): pass the Kafka topic admin instead of NoTopicAdmin.
     let ctx = Arc::new(Context::new(
         client,
         Some(config.identity.clone()),
-        Arc::new(NoTopicAdmin),
+        Arc::new(KafkaTopicAdmin::new()),
         Arc::new(PostgresConnector),
         config.resync,
     ));

@@ -2,21 +2,21 @@
 //! Deployments get ReplicaSets and owned objects are garbage-collected).
 //!
 //! The API server comes from `scripts/testenv up kube`, which exports
-//! `SENSORFLEET_TEST_KUBECONFIG`. Unset: skipped with a message, or a failure when `CI`
-//! is set. The registry behind the mirror is the SQLite one in a temporary folder and the
-//! Kafka topic admin an in-memory one (both behind the operator's traits); what is under
-//! test here is the operator and the API server.
+//! `SENSORFLEET_TEST_KUBECONFIG`; the reconcile test also drives the real Kafka
+//! (`SENSORFLEET_TEST_KAFKA_URL`, through the operator's [`KafkaTopicAdmin`]) and the
+//! real PostgreSQL registry (`SENSORFLEET_TEST_POSTGRES_URL`, through the operator's
+//! [`PostgresConnector`], reached by the URL in the Pipeline's Secret). Any of them
+//! unset: skipped with a message, or a failure when `CI` is set.
 //!
-//! Everything lives in a namespace of its own, deleted at the end, so runs do not
-//! collide. The CRDs are cluster-wide: they are applied from `crds/`, which is what
-//! every run shares anyway.
+//! Everything lives in a namespace, a Kafka topic and a PostgreSQL database of its own,
+//! removed at the end, so runs do not collide (a failed run leaves them behind; they
+//! only cost space). The CRDs are cluster-wide: they are applied from `crds/`, which is
+//! what every run shares anyway.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -24,16 +24,21 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
-use sensorfleet_backends::sqlite::SqliteStore;
-use sensorfleet_backends::{BackendError, Registry};
+use sensorfleet_backends::Registry;
+use sensorfleet_backends::conformance::service_url;
+use sensorfleet_backends::event_log::kafka::{KafkaAdmin, KafkaOptions};
+use sensorfleet_backends::postgres::PostgresRegistry;
 use sensorfleet_model::status::{ConditionStatus, READY, TOPIC_READY, find_condition};
 use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
 use sensorfleet_operator::controller::{self, Context};
 use sensorfleet_operator::crdgen;
-use sensorfleet_operator::mirror::RegistryConnector;
-use sensorfleet_operator::topic::{PartitionCount, TopicAdmin, TopicError, TopicRequest};
+use sensorfleet_operator::mirror::PostgresConnector;
+use sensorfleet_operator::topic::{KafkaTopicAdmin, TopicAdmin, TopicRequest};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 const KUBECONFIG_VAR: &str = "SENSORFLEET_TEST_KUBECONFIG";
+const KAFKA_VAR: &str = "SENSORFLEET_TEST_KAFKA_URL";
+const POSTGRES_VAR: &str = "SENSORFLEET_TEST_POSTGRES_URL";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn kubeconfig() -> Option<String> {
@@ -52,46 +57,78 @@ fn kubeconfig() -> Option<String> {
     }
 }
 
+/// A name no earlier run used: `<tag>-<pid>-<ms>`, legal for a namespace, a Lease and
+/// a Kafka topic.
+fn unique(tag: &str) -> String {
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000)
+            .unwrap_or_default()
+    )
+}
+
+/// `host:port[,…]` of a `kafka://host:port[,…][?…]` URL: what a Pipeline's
+/// `spec.kafka.bootstrapServers` takes.
+fn bootstrap_servers(kafka_url: &str) -> String {
+    let rest = kafka_url.strip_prefix("kafka://").unwrap_or(kafka_url);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+/// A PostgreSQL database of this run on the server at `admin_url`, dropped by
+/// [`TestDatabase::drop_database`].
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+    /// The URL of the new database, for the Pipeline's Secret.
+    url: String,
+}
+
+impl TestDatabase {
+    async fn create(admin_url: &str, name: &str) -> Self {
+        let mut conn = PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL: {e}"));
+        // `name` is ours (letters, digits, `_`): no quoting needed.
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = conn.close().await;
+        let (base, _) = admin_url
+            .split('?')
+            .next()
+            .and_then(|u| u.rsplit_once('/'))
+            .expect("postgres URL with a database");
+        Self {
+            admin_url: admin_url.to_owned(),
+            name: name.to_owned(),
+            url: format!("{base}/{name}"),
+        }
+    }
+
+    /// Best effort: a leftover database only costs space.
+    async fn drop_database(self) {
+        let Ok(mut conn) = PgConnection::connect(&self.admin_url).await else {
+            return;
+        };
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut conn).await {
+            eprintln!("could not drop the test database {}: {e}", self.name);
+        }
+        let _ = conn.close().await;
+    }
+}
+
 async fn client(path: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig readable");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig valid");
     Client::try_from(config).expect("client")
-}
-
-/// Kafka stand-in: topics that only grow, as the real admin must behave.
-#[derive(Default)]
-struct MemoryTopics {
-    partitions: Mutex<HashMap<String, i32>>,
-}
-
-#[async_trait]
-impl TopicAdmin for MemoryTopics {
-    async fn ensure_partitions(
-        &self,
-        request: &TopicRequest,
-    ) -> Result<PartitionCount, TopicError> {
-        let mut topics = self.partitions.lock().expect("lock");
-        let current = topics.entry(request.topic.clone()).or_insert(0);
-        let changed = *current < request.partitions;
-        *current = (*current).max(request.partitions);
-        Ok(PartitionCount {
-            current: *current,
-            requested: request.partitions,
-            changed,
-        })
-    }
-}
-
-/// Every pipeline URL leads to the one test registry.
-struct OneRegistry(Arc<dyn Registry>);
-
-#[async_trait]
-impl RegistryConnector for OneRegistry {
-    async fn connect(&self, _url: &str) -> Result<Arc<dyn Registry>, BackendError> {
-        Ok(self.0.clone())
-    }
 }
 
 /// Polls `check` until it returns Some or `WAIT` passes.
@@ -142,17 +179,14 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(
-    client: &Client,
-    namespace: &str,
-    registry: Arc<dyn Registry>,
-    topics: Arc<MemoryTopics>,
-) -> Running {
+/// The operator's controllers as `sensorfleet operator` runs them: the real Kafka
+/// admin, and the PostgreSQL registry named by each Pipeline's Secret.
+fn start(client: &Client, namespace: &str) -> Running {
     let ctx = Arc::new(Context::new(
         client.clone(),
         Some("operator-test".into()),
-        topics,
-        Arc::new(OneRegistry(registry)),
+        Arc::new(KafkaTopicAdmin::new()),
+        Arc::new(PostgresConnector),
         Duration::from_secs(600),
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -192,17 +226,29 @@ async fn set_fleet_count(fleets: &Api<SensorFleet>, name: &str, count: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_reconciles_against_a_real_api_server() {
-    let Some(path) = kubeconfig() else { return };
+    // Each looked up before any return: under CI a missing one fails, never skips.
+    let (kube, kafka_url, postgres_url) = (
+        kubeconfig(),
+        service_url(KAFKA_VAR, "kafka"),
+        service_url(POSTGRES_VAR, "postgres"),
+    );
+    let (Some(path), Some(kafka_url), Some(postgres_url)) = (kube, kafka_url, postgres_url) else {
+        return;
+    };
     let client = client(&path).await;
     apply_crds(&client).await;
 
-    let ns = format!(
-        "sf-operator-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() % 1_000_000)
-            .unwrap_or_default()
+    let ns = unique("sf-operator");
+    let topic = format!("{ns}-readings");
+    let bootstrap = bootstrap_servers(&kafka_url);
+    let kafka = KafkaAdmin::connect(&kafka_url, &KafkaOptions::default())
+        .unwrap_or_else(|e| panic!("Kafka admin for {kafka_url}: {e}"));
+    let database = TestDatabase::create(&postgres_url, &ns.replace('-', "_")).await;
+    // The test's own connection to the database the operator mirrors into.
+    let registry: Arc<dyn Registry> = Arc::new(
+        PostgresRegistry::connect(&database.url, 2)
+            .await
+            .unwrap_or_else(|e| panic!("registry in the test database: {e}")),
     );
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -213,26 +259,21 @@ async fn the_operator_reconciles_against_a_real_api_server() {
         .await
         .expect("namespace");
 
-    let data = tempfile::tempdir().expect("tempdir");
-    let registry: Arc<dyn Registry> =
-        Arc::new(SqliteStore::open(data.path()).await.expect("sqlite"));
-    let topics = Arc::new(MemoryTopics::default());
-    let running = start(&client, &ns, registry.clone(), topics.clone());
+    let running = start(&client, &ns);
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pg"},
+        "stringData": {"url": database.url},
+    }))
+    .expect("secret object");
     secrets
-        .create(
-            &PostParams::default(),
-            &yaml("metadata: {name: pg}\nstringData: {url: 'postgres://sf:pw@pg:5432/sf'}"),
-        )
+        .create(&PostParams::default(), &secret)
         .await
         .expect("secret");
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    pipelines
-        .create(
-            &PostParams::default(),
-            &yaml(
-                r#"
+    let mut pipeline: Pipeline = yaml(
+        r#"
 apiVersion: iot.sensorfleet.dev/v1alpha1
 kind: Pipeline
 metadata: {name: main}
@@ -247,8 +288,11 @@ spec:
   processor: {maxReplicas: 16}
   api: {replicas: 1, ingress: {host: iot.example.com}}
 "#,
-            ),
-        )
+    );
+    pipeline.spec.kafka.bootstrap_servers = bootstrap.clone();
+    pipeline.spec.kafka.topic = topic.clone();
+    pipelines
+        .create(&PostParams::default(), &pipeline)
         .await
         .expect("pipeline");
 
@@ -268,16 +312,20 @@ spec:
             name.strip_prefix("main-")
         );
     }
+    // Services are applied after the Deployments: seeing the Deployments does not mean
+    // the reconcile has got that far yet.
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    assert_eq!(
-        services
+    eventually("3 services", || async {
+        (services
             .list(&ListParams::default())
             .await
-            .expect("services")
+            .ok()?
             .items
-            .len(),
-        3
-    );
+            .len()
+            == 3)
+            .then_some(())
+    })
+    .await;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let config = config_maps.get("main-config").await.expect("configmap");
     assert_eq!(
@@ -286,7 +334,7 @@ spec:
             .as_ref()
             .and_then(|d| d.get("SENSORFLEET_KAFKA_URL"))
             .map(String::as_str),
-        Some("kafka://kafka:9092")
+        Some(format!("kafka://{bootstrap}").as_str())
     );
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
     eventually("ingress", || async { ingresses.get("main-api").await.ok() }).await;
@@ -307,6 +355,18 @@ spec:
             .then_some(())
     })
     .await;
+    // The status reports what Kafka has: ask the broker's metadata directly.
+    let in_kafka = || async {
+        kafka
+            .partitions(&topic)
+            .await
+            .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"))
+    };
+    assert_eq!(
+        in_kafka().await,
+        Some(3),
+        "topic created with minPartitions"
+    );
 
     // Fleets drive partitions and processors: 5,000 then 50,000 devices.
     let fleets: Api<SensorFleet> = Api::namespaced(client.clone(), &ns);
@@ -321,6 +381,7 @@ spec:
         (s.partitions == 5 && s.replicas.processor == 5 && s.declared_devices == 5000).then_some(())
     })
     .await;
+    assert_eq!(in_kafka().await, Some(5), "topic grown for 5,000 devices");
     eventually("5,000 devices mirrored", || async {
         let n = registry.devices().await.ok()?.len();
         (n == 5000).then_some(())
@@ -331,6 +392,7 @@ spec:
         (s.partitions == 50 && s.replicas.processor == 16).then_some(())
     })
     .await;
+    assert_eq!(in_kafka().await, Some(50), "topic grown for 50,000 devices");
     eventually("processor deployment follows", || async {
         (deployments.get("main-processor").await.ok()?.spec.replicas == Some(16)).then_some(())
     })
@@ -347,6 +409,23 @@ spec:
     })
     .await;
     assert_eq!(kept, 50);
+    assert_eq!(in_kafka().await, Some(50), "partitions kept in Kafka");
+    // The operator asks for max(wanted, status) and so never asks for fewer; a status
+    // lost or edited would. Ask for 5 directly: the admin keeps the 50.
+    let fewer = KafkaTopicAdmin::new()
+        .ensure_partitions(&TopicRequest {
+            bootstrap_servers: bootstrap.clone(),
+            topic: topic.clone(),
+            partitions: 5,
+            replication_factor: 1,
+        })
+        .await
+        .expect("ensure 5 partitions");
+    assert_eq!(
+        (fewer.current, fewer.requested, fewer.changed),
+        (50, 5, false)
+    );
+    assert_eq!(in_kafka().await, Some(50), "Kafka never shrinks");
 
     // An AlertRule is mirrored; an invalid one gets its condition and blocks nothing.
     let rules: Api<AlertRule> = Api::namespaced(client.clone(), &ns);
@@ -445,7 +524,7 @@ spec:
     };
     let before = snapshot().await;
     running.stop().await;
-    let running = start(&client, &ns, registry.clone(), topics.clone());
+    let running = start(&client, &ns);
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         snapshot().await,
@@ -507,6 +586,11 @@ spec:
         )
         .await;
     let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    if let Err(e) = kafka.delete_topics(&[&topic]).await {
+        eprintln!("could not delete the test topic {topic}: {e}");
+    }
+    drop(registry);
+    database.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,14 +601,7 @@ async fn two_candidates_one_leader_through_a_real_lease() {
     let Some(path) = kubeconfig() else { return };
     let client = client(&path).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let name = format!(
-        "sf-operator-test-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() % 1_000_000)
-            .unwrap_or_default()
-    );
+    let name = unique("sf-operator-test");
     let duration = Duration::from_secs(15);
     let a = LeaderElector::new(leases.clone(), &name, "replica-a", duration);
     let b = LeaderElector::new(leases.clone(), &name, "replica-b", duration);

@@ -271,7 +271,6 @@ pub fn applied(
             // The topic was not touched: report what the plan wants, not a count the
             // cluster never confirmed (status.partitions keeps the last confirmed one).
             let reason = match e {
-                TopicError::Unavailable => "TopicAdminUnavailable",
                 TopicError::Unreachable { .. } => "KafkaUnreachable",
                 TopicError::Refused { .. } => "TopicRefused",
             };
@@ -388,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn no_topic_admin_is_degraded_and_keeps_the_confirmed_count() {
+    fn unreachable_kafka_is_degraded_and_keeps_the_confirmed_count() {
         let previous = PipelineStatus {
             partitions: 3,
             ..Default::default()
@@ -397,14 +396,17 @@ mod tests {
             previous,
             Some(1),
             &plan(50_000, 50, 50),
-            &Err(TopicError::Unavailable),
+            &Err(TopicError::Unreachable {
+                bootstrap: "kafka:9092".into(),
+                detail: "all brokers down".into(),
+            }),
             REPLICAS,
             "t1",
         );
         assert_eq!(status.partitions, 3);
         let degraded = find_condition(&status.conditions, DEGRADED).expect("Degraded");
         assert_eq!(degraded.status, ConditionStatus::True);
-        assert_eq!(degraded.reason, "TopicAdminUnavailable");
+        assert_eq!(degraded.reason, "KafkaUnreachable");
         assert!(degraded.message.contains("wanted 50"));
     }
 
