@@ -254,7 +254,7 @@ fn the_minimal_pipeline_gets_defaults_and_no_ingress() {
     );
     assert_eq!(
         config["SENSORFLEET_KAFKA_URL"],
-        "kafka://kafka-0:9092,kafka-1:9092"
+        "kafka://kafka-0:9092,kafka-1:9092?readings_topic=sensor-readings&dead_letter_topic=sensor-readings-dlq"
     );
     let bridge = container(&desired.deployments[0]);
     assert!(env(bridge, "SENSORFLEET_MQTT_USERNAME").is_none());

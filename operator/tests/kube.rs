@@ -334,7 +334,10 @@ spec:
             .as_ref()
             .and_then(|d| d.get("SENSORFLEET_KAFKA_URL"))
             .map(String::as_str),
-        Some(format!("kafka://{bootstrap}").as_str())
+        Some(
+            format!("kafka://{bootstrap}?readings_topic={topic}&dead_letter_topic={topic}-dlq")
+                .as_str()
+        )
     );
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
     eventually("ingress", || async { ingresses.get("main-api").await.ok() }).await;
