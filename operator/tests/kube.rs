@@ -224,6 +224,60 @@ async fn set_fleet_count(fleets: &Api<SensorFleet>, name: &str, count: u32) {
         .expect("fleet edited");
 }
 
+/// Creates namespace `ns` with the Secret `pg` (the registry's URL) and the Pipeline
+/// `main` on the given Kafka and topic.
+async fn namespace_with_pipeline(
+    client: &Client,
+    ns: &str,
+    database_url: &str,
+    bootstrap: &str,
+    topic: &str,
+) -> Api<Pipeline> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &yaml(&format!("metadata: {{name: {ns}}}")),
+        )
+        .await
+        .expect("namespace");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pg"},
+        "stringData": {"url": database_url},
+    }))
+    .expect("secret object");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), ns);
+    let mut pipeline: Pipeline = yaml(
+        r#"
+apiVersion: iot.sensorfleet.dev/v1alpha1
+kind: Pipeline
+metadata: {name: main}
+spec:
+  image: sensorfleet:test
+  mqtt: {url: "mqtt://mosquitto:1883"}
+  kafka: {bootstrapServers: "kafka:9092", devicesPerPartition: 1000, minPartitions: 3, maxPartitions: 64}
+  influxdb: {url: "http://influxdb:8086"}
+  redis: {url: "redis://redis:6379"}
+  postgres: {urlSecret: pg}
+  bridge: {replicas: 1}
+  processor: {maxReplicas: 16}
+  api: {replicas: 1, ingress: {host: iot.example.com}}
+"#,
+    );
+    pipeline.spec.kafka.bootstrap_servers = bootstrap.to_owned();
+    pipeline.spec.kafka.topic = topic.to_owned();
+    pipelines
+        .create(&PostParams::default(), &pipeline)
+        .await
+        .expect("pipeline");
+    pipelines
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_reconciles_against_a_real_api_server() {
     // Each looked up before any return: under CI a missing one fails, never skips.
@@ -251,50 +305,8 @@ async fn the_operator_reconciles_against_a_real_api_server() {
             .unwrap_or_else(|e| panic!("registry in the test database: {e}")),
     );
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &yaml(&format!("metadata: {{name: {ns}}}")),
-        )
-        .await
-        .expect("namespace");
-
+    let pipelines = namespace_with_pipeline(&client, &ns, &database.url, &bootstrap, &topic).await;
     let running = start(&client, &ns);
-
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "pg"},
-        "stringData": {"url": database.url},
-    }))
-    .expect("secret object");
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
-    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
-    let mut pipeline: Pipeline = yaml(
-        r#"
-apiVersion: iot.sensorfleet.dev/v1alpha1
-kind: Pipeline
-metadata: {name: main}
-spec:
-  image: sensorfleet:test
-  mqtt: {url: "mqtt://mosquitto:1883"}
-  kafka: {bootstrapServers: "kafka:9092", devicesPerPartition: 1000, minPartitions: 3, maxPartitions: 64}
-  influxdb: {url: "http://influxdb:8086"}
-  redis: {url: "redis://redis:6379"}
-  postgres: {urlSecret: pg}
-  bridge: {replicas: 1}
-  processor: {maxReplicas: 16}
-  api: {replicas: 1, ingress: {host: iot.example.com}}
-"#,
-    );
-    pipeline.spec.kafka.bootstrap_servers = bootstrap.clone();
-    pipeline.spec.kafka.topic = topic.clone();
-    pipelines
-        .create(&PostParams::default(), &pipeline)
-        .await
-        .expect("pipeline");
 
     // The Pipeline's objects exist with the expected spec, and the controller manager
     // makes ReplicaSets of the Deployments.
@@ -641,4 +653,239 @@ async fn two_candidates_one_leader_through_a_real_lease() {
         Err("replica-b".to_owned())
     );
     let _ = leases.delete(&name, &DeleteParams::default()).await;
+}
+
+/// Peak and current resident memory of this process (the operator's controllers run in
+/// it), in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Every object's resourceVersion in the namespace's kinds the operator writes.
+async fn versions(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let mut all = std::collections::BTreeMap::new();
+    let lp = ListParams::default();
+    let fleets: Api<SensorFleet> = Api::namespaced(client.clone(), ns);
+    let rules: Api<AlertRule> = Api::namespaced(client.clone(), ns);
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    for (kind, items) in [
+        (
+            "SensorFleet",
+            fleets.list(&lp).await.map(|l| names(l.items)),
+        ),
+        ("AlertRule", rules.list(&lp).await.map(|l| names(l.items))),
+        (
+            "Pipeline",
+            pipelines.list(&lp).await.map(|l| names(l.items)),
+        ),
+        (
+            "Deployment",
+            deployments.list(&lp).await.map(|l| names(l.items)),
+        ),
+        ("Event", events.list(&lp).await.map(|l| names(l.items))),
+    ] {
+        for (name, version) in items.expect("list") {
+            all.insert(format!("{kind}/{name}"), version);
+        }
+    }
+    all
+}
+
+fn names<K: ResourceExt>(items: Vec<K>) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|o| (o.name_any(), o.resource_version().unwrap_or_default()))
+        .collect()
+}
+
+/// The converge benchmark of issue #4 (BENCHMARKS.md): 1,000 SensorFleets (10 devices
+/// each) and 200 AlertRules created at once against the real API server, Kafka and
+/// PostgreSQL; prints the time until every one is Ready, the writes during a minute in
+/// which nothing changes, and this process's memory. Run it with
+/// `cargo test --release -p sensorfleet-operator --test kube converge -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run with --ignored --nocapture"]
+async fn converge_1000_fleets_and_200_rules() {
+    use futures_util::StreamExt;
+    let (kube, kafka_url, postgres_url) = (
+        kubeconfig(),
+        service_url(KAFKA_VAR, "kafka"),
+        service_url(POSTGRES_VAR, "postgres"),
+    );
+    let (Some(path), Some(kafka_url), Some(postgres_url)) = (kube, kafka_url, postgres_url) else {
+        return;
+    };
+    const FLEETS: usize = 1000;
+    const RULES: usize = 200;
+    let idle = Duration::from_secs(
+        std::env::var("SENSORFLEET_IDLE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let client = client(&path).await;
+    apply_crds(&client).await;
+    let ns = unique("sf-converge");
+    let topic = format!("{ns}-readings");
+    let database = TestDatabase::create(&postgres_url, &ns.replace('-', "_")).await;
+    let pipelines = namespace_with_pipeline(
+        &client,
+        &ns,
+        &database.url,
+        &bootstrap_servers(&kafka_url),
+        &topic,
+    )
+    .await;
+    let before = memory_mib();
+    let running = start(&client, &ns);
+    pipeline_status(&pipelines, "the Pipeline ready", |s| {
+        find_condition(&s.conditions, READY)
+            .filter(|c| c.status == ConditionStatus::True)
+            .map(|_| ())
+    })
+    .await;
+
+    let fleets: Api<SensorFleet> = Api::namespaced(client.clone(), &ns);
+    let rules: Api<AlertRule> = Api::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    let creates = (0..FLEETS + RULES).map(|n| {
+        let (fleets, rules) = (fleets.clone(), rules.clone());
+        async move {
+            let pp = PostParams::default();
+            if n < FLEETS {
+                let fleet: SensorFleet = yaml(&format!(
+                    "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\n\
+                     metadata: {{name: f{n}}}\nspec: {{deviceType: temperature_sensor, \
+                     generate: {{count: 10, idPrefix: f{n}-}}}}\n"
+                ));
+                fleets.create(&pp, &fleet).await.map(|_| ())
+            } else {
+                let i = n - FLEETS;
+                let rule: AlertRule = yaml(&format!(
+                    "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: AlertRule\n\
+                     metadata: {{name: r{i}}}\nspec: {{fleet: f{i}, metric: temperature_celsius, \
+                     max: {}, severity: warning}}\n",
+                    30 + i % 10
+                ));
+                rules.create(&pp, &rule).await.map(|_| ())
+            }
+        }
+    });
+    let created: Vec<_> = futures_util::stream::iter(creates)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(created.iter().all(Result::is_ok), "every object created");
+    let created_in = started.elapsed();
+    let ready = |conditions: &[sensorfleet_model::status::Condition]| {
+        find_condition(conditions, READY).is_some_and(|c| c.status == ConditionStatus::True)
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let lp = ListParams::default();
+        let fleets_ready = fleets
+            .list(&lp)
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|f| f.status.as_ref().is_some_and(|s| ready(&s.conditions)))
+                    .count()
+            })
+            .unwrap_or(0);
+        let rules_ready = rules
+            .list(&lp)
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|r| r.status.as_ref().is_some_and(|s| ready(&s.conditions)))
+                    .count()
+            })
+            .unwrap_or(0);
+        if fleets_ready == FLEETS && rules_ready == RULES {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged in 600 s: {fleets_ready} fleets, {rules_ready} rules ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let converged_in = started.elapsed();
+    let after_converge = memory_mib();
+
+    let quiet_from = versions(&client, &ns).await;
+    tokio::time::sleep(idle).await;
+    let quiet_to = versions(&client, &ns).await;
+    let writes = quiet_to
+        .iter()
+        .filter(|(key, version)| quiet_from.get(*key) != Some(*version))
+        .count();
+    let after_idle = memory_mib();
+
+    println!(
+        "converge: {FLEETS} SensorFleets ({} devices) + {RULES} AlertRules",
+        FLEETS * 10
+    );
+    println!(
+        "  created (32 at a time)          {:.1} s",
+        created_in.as_secs_f64()
+    );
+    println!(
+        "  all Ready after                 {:.1} s",
+        converged_in.as_secs_f64()
+    );
+    println!(
+        "  objects changed in {} s idle      {writes} (of {} watched)",
+        idle.as_secs(),
+        quiet_to.len()
+    );
+    println!(
+        "  memory of the process (MiB)     before {:.1} rss; converged {:.1} rss, {:.1} peak; after idle {:.1} rss",
+        before.1, after_converge.1, after_converge.0, after_idle.1
+    );
+
+    // Delete everything while the operator runs, so every finalizer is released.
+    let _ = fleets
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    let _ = rules
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    eventually("fleets and rules deleted", || async {
+        let none = fleets
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            && rules
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty();
+        none.then_some(())
+    })
+    .await;
+    running.stop().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    if let Ok(kafka) = KafkaAdmin::connect(&kafka_url, &KafkaOptions::default()) {
+        let _ = kafka.delete_topics(&[&topic]).await;
+    }
+    database.drop_database().await;
+    assert_eq!(writes, 0, "nothing changed, so nothing should be written");
 }
