@@ -8,8 +8,10 @@
 //! touches one row twice, and two writers that lock rows in the same order cannot
 //! deadlock.
 //!
-//! TLS is not built in (out of scope today): connections are plaintext, and a URL with
-//! `sslmode=require` or stricter fails with a [`BackendError::Rejected`] that says so.
+//! TLS (rustls) follows the URL's libpq parameters: `sslmode=disable|prefer|require|
+//! verify-ca|verify-full` (default `prefer`: encrypted when the server offers it) and
+//! `sslrootcert=/path/ca.crt` for a private CA (else the system's roots); a TLS failure
+//! is a [`BackendError::Rejected`] that names the parameters to check.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -81,16 +83,28 @@ fn classify(e: sqlx::Error) -> BackendError {
             }
         }
         sqlx::Error::PoolClosed => BackendError::Closed(BACKEND),
+        // rustls reports a certificate it cannot verify as invalid data on the socket:
+        // retrying would not help, the URL's TLS settings have to change.
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            tls_rejected(&e.to_string())
+        }
         e @ (sqlx::Error::Io(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::BeginFailed) => unavailable(e.to_string()),
-        // TLS is not built in: any TLS error means the URL asked for it.
-        sqlx::Error::Tls(e) => rejected(format!(
-            "{e}; this build has no TLS support: use sslmode=disable or prefer"
-        )),
+        sqlx::Error::Tls(e) => tls_rejected(&e.to_string()),
         other => rejected(other.to_string()),
+    }
+}
+
+fn tls_rejected(detail: &str) -> BackendError {
+    BackendError::Rejected {
+        backend: BACKEND,
+        detail: format!(
+            "TLS with the server failed: {detail}; check the URL's sslmode and sslrootcert \
+             (the CA that signed the server's certificate)"
+        ),
     }
 }
 

@@ -192,3 +192,52 @@ async fn a_malformed_url_is_rejected_without_the_password() {
     assert!(matches!(error, BackendError::Rejected { .. }), "{error:?}");
     assert!(!error.to_string().contains("s3cret-pw"), "{error}");
 }
+
+/// Whether the pool's connection to the server is encrypted.
+async fn encrypted(registry: &PostgresRegistry) -> bool {
+    sqlx::query_scalar::<_, bool>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(registry.pool())
+        .await
+        .expect("pg_stat_ssl")
+}
+
+/// TLS by the URL's libpq parameters, against the test server's own CA (`scripts/testenv`
+/// turns TLS on with a private CA): verify-full works and is encrypted, disable is not,
+/// and a server certificate the client cannot verify is refused with what to check.
+#[tokio::test]
+async fn tls_follows_sslmode_and_verifies_the_server() {
+    let (url, ca) = (
+        server_url(),
+        conformance::service_url("SENSORFLEET_TEST_POSTGRES_CA", "postgres"),
+    );
+    let (Some(url), Some(ca)) = (url, ca) else {
+        return;
+    };
+    let verified =
+        PostgresRegistry::connect(&format!("{url}?sslmode=verify-full&sslrootcert={ca}"), 1)
+            .await
+            .expect("verify-full with the server's CA");
+    assert!(encrypted(&verified).await, "verify-full is encrypted");
+    verified.devices().await.expect("a query over TLS");
+
+    let plain = PostgresRegistry::connect(&format!("{url}?sslmode=disable"), 1)
+        .await
+        .expect("sslmode=disable");
+    assert!(!encrypted(&plain).await, "sslmode=disable is not");
+
+    // The system's roots do not know the test CA.
+    let refused = PostgresRegistry::connect(&format!("{url}?sslmode=verify-full"), 1).await;
+    match refused {
+        Err(BackendError::Rejected { detail, .. }) => {
+            assert!(detail.contains("sslrootcert"), "{detail}");
+            assert!(
+                !detail.contains(":sensorfleet@"),
+                "password masked: {detail}"
+            );
+        }
+        other => panic!(
+            "an unverifiable server must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
