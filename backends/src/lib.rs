@@ -8,6 +8,7 @@
 //! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | [`postgres::PostgresRegistry`] |
 //! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | [`cache::redis::RedisCache`] |
 
+pub mod backoff;
 pub mod cache;
 pub mod conformance;
 pub mod connect;
@@ -15,8 +16,10 @@ pub mod error;
 pub mod event_log;
 pub mod postgres;
 pub mod registry;
+pub mod signal;
 pub mod sqlite;
 pub mod timeseries;
+pub mod url;
 
 pub use cache::{Cache, DashboardCounters, DeviceMetrics, LiveEvent};
 pub use error::BackendError;
