@@ -16,7 +16,7 @@ use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
 use crate::event_log::kafka::{KafkaLog, KafkaOptions};
 use crate::event_log::memory::MemoryLog;
-use crate::postgres::PostgresRegistry;
+use crate::registry::postgres::PostgresRegistry;
 use crate::sqlite::SqliteStore;
 use crate::timeseries::influx::{InfluxOptions, InfluxStore};
 use crate::{BackendError, Cache, EventLog, Registry, TimeSeries};

@@ -5,7 +5,7 @@
 //! | --- | --- | --- | --- |
 //! | event log between bridge and processor | [`EventLog`] | [`event_log::memory::MemoryLog`] | [`event_log::kafka::KafkaLog`] |
 //! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] | [`timeseries::influx::InfluxStore`] |
-//! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | [`postgres::PostgresRegistry`] |
+//! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | [`registry::postgres::PostgresRegistry`] |
 //! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | [`cache::redis::RedisCache`] |
 
 pub mod backoff;
@@ -14,7 +14,6 @@ pub mod conformance;
 pub mod connect;
 pub mod error;
 pub mod event_log;
-pub mod postgres;
 pub mod registry;
 pub mod signal;
 pub mod sqlite;

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use sensorfleet_backends::postgres::PostgresRegistry;
+use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_backends::{BackendError, DeviceRecord, Registry, conformance};
 
 const URL_VAR: &str = "SENSORFLEET_TEST_POSTGRES_URL";

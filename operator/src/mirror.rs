@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sensorfleet_backends::postgres::PostgresRegistry;
+use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_backends::{BackendError, DeviceRecord, Registry};
 use sensorfleet_model::manifest::{CompiledRule, declared_devices};
 use sensorfleet_model::{Alert, AlertPhase, SensorFleetSpec};

@@ -27,7 +27,7 @@ use kube::{Client, Config, ResourceExt};
 use sensorfleet_backends::Registry;
 use sensorfleet_backends::conformance::service_url;
 use sensorfleet_backends::event_log::kafka::{KafkaAdmin, KafkaOptions};
-use sensorfleet_backends::postgres::PostgresRegistry;
+use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_model::status::{ConditionStatus, READY, TOPIC_READY, find_condition};
 use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
 use sensorfleet_operator::controller::{self, Context};

@@ -7,6 +7,8 @@ use sensorfleet_model::manifest::CompiledRule;
 
 use crate::BackendError;
 
+pub mod postgres;
+
 /// A device row (the original design's `devices` table plus fleet and timing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRecord {
