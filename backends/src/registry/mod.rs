@@ -8,6 +8,7 @@ use sensorfleet_model::manifest::CompiledRule;
 use crate::BackendError;
 
 pub mod postgres;
+mod sqlite;
 
 /// A device row (the original design's `devices` table plus fleet and timing).
 #[derive(Debug, Clone, PartialEq)]

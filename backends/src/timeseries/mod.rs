@@ -9,6 +9,7 @@ use sensorfleet_model::Reading;
 use crate::BackendError;
 
 pub mod influx;
+mod sqlite;
 
 /// One stored value.
 #[derive(Debug, Clone, PartialEq)]

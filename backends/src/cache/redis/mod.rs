@@ -37,6 +37,9 @@
 //! refuses every scheme but `redis://` (and `valkey://`). Redis is expected on a trusted
 //! network (same pod network, or a TLS-terminating sidecar).
 
+mod live;
+mod scripts;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +48,7 @@ use fred::prelude::{
     Builder, Client, ClientLike, Config, ErrorKind, EventInterface, Expiration, HashesInterface,
     KeysInterface, ListInterface, PubsubInterface, ReconnectPolicy, SetsInterface, Value,
 };
-use fred::types::{ClusterHash, CustomCommand};
+
 use sensorfleet_model::{Alert, Reading};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -55,6 +58,8 @@ use super::{
     ALERT_LIST_CAP, Cache, DASHBOARD_TTL_MS, DEVICE_METRICS_TTL_MS, DashboardCounters,
     DeviceMetrics, LiveEvent,
 };
+use self::live::{WireEvent, forward_live};
+use self::scripts::{PRUNE_METRICS_SCRIPT, PUSH_ALERTS_SCRIPT, PUT_LATEST_SCRIPT, queue_eval};
 use crate::BackendError;
 
 const BACKEND: &str = "redis";
@@ -69,76 +74,6 @@ const SCRIPT_CHUNK: usize = 256;
 /// A command (or a whole pipeline) that takes longer fails as `Unavailable`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// KEYS[1] = `devices:last_seen`, KEYS[2..] = `device:{id}:latest`;
-/// ARGV = (id, ts_ms, json) per key. Stores a reading unless a newer one is stored.
-const PUT_LATEST_SCRIPT: &str = r#"
-local stored = 0
-for i = 2, #KEYS do
-  local j = (i - 2) * 3
-  local id, ts = ARGV[j + 1], ARGV[j + 2]
-  local seen = redis.call('HGET', KEYS[1], id)
-  if (not seen) or tonumber(seen) <= tonumber(ts) or redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('SET', KEYS[i], ARGV[j + 3])
-    redis.call('HSET', KEYS[1], id, ts)
-    stored = stored + 1
-  end
-end
-return stored
-"#;
-
-/// KEYS[1] = `alerts`, KEYS[2] = `alerts:by_id`; ARGV[1] = cap, then (id, json) pairs.
-/// Replaces the older entry of the same id, pushes newest first, trims to the cap and
-/// forgets the ids trimmed away (so `alerts:by_id` stays as bounded as the list).
-const PUSH_ALERTS_SCRIPT: &str = r#"
-local cap = tonumber(ARGV[1])
-for i = 2, #ARGV, 2 do
-  local previous = redis.call('HGET', KEYS[2], ARGV[i])
-  if previous then
-    redis.call('LREM', KEYS[1], 0, previous)
-  end
-  redis.call('LPUSH', KEYS[1], ARGV[i + 1])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-end
-for _, json in ipairs(redis.call('LRANGE', KEYS[1], cap, -1)) do
-  local ok, alert = pcall(cjson.decode, json)
-  if ok and type(alert) == 'table' and type(alert.id) == 'string'
-      and redis.call('HGET', KEYS[2], alert.id) == json then
-    redis.call('HDEL', KEYS[2], alert.id)
-  end
-end
-redis.call('LTRIM', KEYS[1], 0, cap - 1)
-return redis.call('LLEN', KEYS[1])
-"#;
-
-/// KEYS[1] = `devices:metrics`, KEYS[2..] = `device:{id}:metrics`; ARGV = the ids.
-/// Removes ids whose metrics key has expired; atomic, so an id re-added by a concurrent
-/// `put_metrics` is never removed.
-const PRUNE_METRICS_SCRIPT: &str = r#"
-local removed = 0
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    removed = removed + redis.call('SREM', KEYS[1], ARGV[i - 1])
-  end
-end
-return removed
-"#;
-
-/// What travels on the live channel.
-#[derive(Serialize)]
-#[serde(tag = "type", content = "data", rename_all = "lowercase")]
-enum WireEvent<'a> {
-    Reading(&'a Reading),
-    Alert(&'a Alert),
-}
-
-/// [`WireEvent`], as received.
-#[derive(Deserialize)]
-#[serde(tag = "type", content = "data", rename_all = "lowercase")]
-enum ReceivedEvent {
-    Reading(Reading),
-    Alert(Alert),
-}
 
 /// `device:{id}:metrics`: the metrics with the caller's expiry time.
 #[derive(Serialize, Deserialize)]
@@ -276,44 +211,6 @@ impl Drop for RedisCache {
     }
 }
 
-/// Moves messages from the subscriber connection to the broadcast channel `live()` hands
-/// out, decoding each once.
-async fn forward_live(
-    mut messages: broadcast::Receiver<fred::types::Message>,
-    channel: String,
-    live: broadcast::Sender<LiveEvent>,
-) {
-    loop {
-        let message = match messages.recv().await {
-            Ok(message) => message,
-            Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                tracing::warn!(
-                    skipped,
-                    "redis live feed: events skipped, forwarder too slow"
-                );
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        if *message.channel != *channel {
-            continue;
-        }
-        let Some(text) = message.value.as_str() else {
-            continue;
-        };
-        let event = match serde_json::from_str::<ReceivedEvent>(&text) {
-            Ok(ReceivedEvent::Reading(r)) => LiveEvent::Reading(Arc::new(r)),
-            Ok(ReceivedEvent::Alert(a)) => LiveEvent::Alert(Arc::new(a)),
-            Err(e) => {
-                tracing::warn!(error = %e, "redis live feed: message that is not a live event");
-                continue;
-            }
-        };
-        // No receiver is fine: nobody is watching.
-        let _ = live.send(event);
-    }
-}
-
 /// `url` with any password (or a lone user part, which old clients used as the
 /// password) replaced by `***`, fit for logs and errors.
 pub fn mask_url(url: &str) -> String {
@@ -384,24 +281,6 @@ fn connect_error(shown: &str, url: &str, e: fred::error::Error) -> BackendError 
             detail,
         },
     }
-}
-
-/// Queues `EVAL script keys… args…` on a pipeline. (`fred` offers `eval` on clients but
-/// not on pipelines; as a custom command it travels with the rest of the batch.)
-async fn queue_eval(
-    pipeline: &Pipeline<Client>,
-    script: &'static str,
-    keys: Vec<String>,
-    args: Vec<String>,
-) -> Result<(), BackendError> {
-    let mut command = Vec::with_capacity(2 + keys.len() + args.len());
-    command.push(script.to_owned());
-    command.push(keys.len().to_string());
-    command.extend(keys);
-    command.extend(args);
-    // Offset 2: the first key, for a cluster-aware router.
-    let eval = CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false);
-    pipeline.custom(eval, command).await.map_err(map_error)
 }
 
 /// Queues the live events after a batch's writes, then sends the whole pipeline: one
@@ -724,24 +603,6 @@ mod tests {
         let text = e.to_string();
         assert!(matches!(e, BackendError::Rejected { .. }), "{text}");
         assert!(text.contains("TLS") && !text.contains("s3cret"), "{text}");
-    }
-
-    #[test]
-    fn live_events_have_the_documented_shape() {
-        let reading = Reading {
-            device_id: "d1".to_owned(),
-            device_type: "temperature_sensor".to_owned(),
-            location: None,
-            ts_ms: 1_780_000_000_000,
-            fields: [("temperature_celsius".to_owned(), 21.5)].into(),
-        };
-        let json: serde_json::Value =
-            serde_json::from_str(&encode(&WireEvent::Reading(&reading)).expect("encode"))
-                .expect("json");
-        assert_eq!(json["type"], "reading");
-        assert_eq!(json["data"]["device_id"], "d1");
-        let back: ReceivedEvent = serde_json::from_value(json).expect("decode");
-        assert!(matches!(back, ReceivedEvent::Reading(r) if r == reading));
     }
 
     #[test]

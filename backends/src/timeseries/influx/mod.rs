@@ -41,6 +41,7 @@
 mod config;
 mod line;
 mod query;
+mod write;
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;
@@ -56,7 +57,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sensorfleet_model::Reading;
-use sensorfleet_model::reading::format_ts;
 use tracing::{debug, info, warn};
 
 use self::config::Endpoint;
@@ -64,6 +64,7 @@ pub use self::config::{InfluxOptions, RetryPolicy, TOKEN_ENV};
 pub use self::line::ROLLUP_MEASUREMENT;
 use self::line::Skipped;
 use self::query::Answer;
+use self::write::describe;
 use super::{HistoryQuery, Point, Rollup, TimeSeries};
 use crate::BackendError;
 
@@ -159,43 +160,6 @@ fn retry_after(response: &Response<Incoming>) -> Option<Duration> {
         .parse::<u64>()
         .ok()?;
     Some(Duration::from_secs(seconds))
-}
-
-/// Which reading a refused write is about, from InfluxDB's message: a parse error quotes
-/// the line (`unable to parse '<line>': …`); a type conflict names the field and the
-/// measurement (`input field "f" on measurement "m" is type …`). `lines` holds each line's
-/// reading index and start in `body`.
-fn bad_point(
-    message: &str,
-    body: &str,
-    lines: &[(usize, usize)],
-    readings: &[Reading],
-) -> Option<usize> {
-    for (n, &(index, start)) in lines.iter().enumerate() {
-        let end = lines.get(n + 1).map_or(body.len(), |&(_, next)| next);
-        let text = body.get(start..end)?.trim_end_matches('\n');
-        if message.contains(&format!("unable to parse '{text}'")) {
-            return Some(index);
-        }
-    }
-    let (_, rest) = message.split_once("input field \"")?;
-    let (field, rest) = rest.split_once("\" on measurement \"")?;
-    let (measurement, _) = rest.split_once("\" is type")?;
-    lines.iter().map(|&(index, _)| index).find(|&index| {
-        readings
-            .get(index)
-            .is_some_and(|r| r.device_type == measurement && r.fields.contains_key(field))
-    })
-}
-
-/// Names a reading the way errors and logs do.
-fn describe(reading: &Reading) -> String {
-    format!(
-        "device {} at {} ({})",
-        reading.device_id,
-        format_ts(reading.ts_ms),
-        reading.device_type
-    )
 }
 
 /// A streamed `/query` answer: one JSON document per line (`chunked=true`), read as the
@@ -498,58 +462,6 @@ impl InfluxStore {
         })
     }
 
-    /// Posts one request's worth of line protocol, with retries.
-    async fn post_lines(&self, body: Bytes) -> Result<(), Failure> {
-        let what = format!("writing to InfluxDB at {}", self.endpoint.authority);
-        self.retrying(&what, || async {
-            let request = self
-                .endpoint
-                .write_request(body.clone())
-                .map_err(Failure::Final)?;
-            let response = self.send(request).await?;
-            self.finish(response).await
-        })
-        .await
-    }
-
-    /// Posts the lines of some readings; a refusal names the reading InfluxDB means.
-    async fn post_readings(
-        &self,
-        body: String,
-        lines: &[(usize, usize)],
-        readings: &[Reading],
-    ) -> Result<(), BackendError> {
-        let count = lines.len();
-        let body = Bytes::from(body);
-        match self.post_lines(body.clone()).await {
-            Ok(()) => Ok(()),
-            Err(Failure::Refused { status, message }) => {
-                // Only a refusal is read back as text, so the happy path never copies.
-                let text = String::from_utf8_lossy(&body);
-                let point = match bad_point(&message, &text, lines, readings) {
-                    Some(index) => format!("the point: {}", describe(&readings[index])),
-                    None => {
-                        let first = lines.first().map(|&(i, _)| describe(&readings[i]));
-                        let last = lines.last().map(|&(i, _)| describe(&readings[i]));
-                        format!(
-                            "in a request of {count} readings, from {} to {}",
-                            first.unwrap_or_default(),
-                            last.unwrap_or_default()
-                        )
-                    }
-                };
-                Err(BackendError::Rejected {
-                    backend: BACKEND,
-                    detail: format!("InfluxDB refused a write (HTTP {status}): {message}; {point}"),
-                })
-            }
-            Err(failure) => Err(failure.into_error("writing readings")),
-        }
-    }
-
-    fn batch_full(&self, lines: usize, bytes: usize) -> bool {
-        lines > self.endpoint.max_lines || bytes > self.endpoint.max_bytes
-    }
 }
 
 #[async_trait]
@@ -709,55 +621,7 @@ impl TimeSeries for InfluxStore {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    fn reading(device_id: &str, device_type: &str, ts_ms: i64, field: &str) -> Reading {
-        Reading {
-            device_id: device_id.to_owned(),
-            device_type: device_type.to_owned(),
-            location: None,
-            ts_ms,
-            fields: BTreeMap::from([(field.to_owned(), 1.0)]),
-        }
-    }
-
-    fn encode(readings: &[Reading]) -> (String, Vec<(usize, usize)>) {
-        let mut body = String::new();
-        let mut lines = Vec::new();
-        for (i, r) in readings.iter().enumerate() {
-            lines.push((i, body.len()));
-            line::push_reading(&mut body, r).expect("encodes");
-        }
-        (body, lines)
-    }
-
-    #[test]
-    fn a_parse_error_names_the_quoted_line() {
-        let readings = [
-            reading("a", "t", 1_000, "v"),
-            reading("b", "t", 2_000, "v"),
-            reading("c", "t", 3_000, "v"),
-        ];
-        let (body, lines) = encode(&readings);
-        let message = "unable to parse 't,device_id=b v=1.0 2000': bad timestamp";
-        assert_eq!(bad_point(message, &body, &lines, &readings), Some(1));
-    }
-
-    #[test]
-    fn a_type_conflict_names_the_first_point_with_that_field() {
-        let readings = [
-            reading("a", "t", 1_000, "v"),
-            reading("b", "u", 2_000, "s"),
-            reading("c", "u", 3_000, "s"),
-        ];
-        let (body, lines) = encode(&readings);
-        let message = "partial write: field type conflict: input field \"s\" on measurement \
-                       \"u\" is type float, already exists as type string dropped=2";
-        assert_eq!(bad_point(message, &body, &lines, &readings), Some(1));
-        assert_eq!(bad_point("something else", &body, &lines, &readings), None);
-    }
 
     #[test]
     fn error_answers_give_their_message() {

@@ -1,0 +1,256 @@
+//! The embedded registry: devices, rules, alert history and rule state in the SQLite
+//! file ([`SqliteStore`]).
+
+use async_trait::async_trait;
+use sensorfleet_model::manifest::CompiledRule;
+use sensorfleet_model::reading::parse_ts;
+use sensorfleet_model::{Alert, Severity};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::BackendError;
+use crate::registry::{DeviceRecord, Registry};
+use crate::sqlite::{BACKEND, ROWS_PER_STATEMENT, SqliteStore, unavailable};
+
+fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> DeviceRecord {
+    DeviceRecord {
+        device_id: row.get("device_id"),
+        device_type: row.get("device_type"),
+        location: row.get("location"),
+        status: row.get("status"),
+        fleet: row.get("fleet"),
+        publish_interval_ms: row.get("publish_interval_ms"),
+        offline_after_ms: row.get("offline_after_ms"),
+    }
+}
+
+fn parse_severity(text: &str) -> Severity {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap_or_default()
+}
+
+fn alert_from_body(body: &str) -> Result<Alert, BackendError> {
+    serde_json::from_str(body).map_err(|e| BackendError::Rejected {
+        backend: BACKEND,
+        detail: format!("stored alert does not parse: {e}"),
+    })
+}
+
+const DEVICE_COLUMNS: &str =
+    "device_id, device_type, location, status, fleet, publish_interval_ms, offline_after_ms";
+
+impl SqliteStore {
+    /// Inserts devices in chunks, `on_conflict` saying what an existing id does.
+    async fn insert_devices(
+        &self,
+        devices: &[DeviceRecord],
+        on_conflict: &str,
+    ) -> Result<(), BackendError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for chunk in devices.chunks(ROWS_PER_STATEMENT / 2) {
+            let mut insert: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO devices ({DEVICE_COLUMNS}) "));
+            insert.push_values(chunk, |mut row, d| {
+                row.push_bind(&d.device_id)
+                    .push_bind(&d.device_type)
+                    .push_bind(&d.location)
+                    .push_bind(&d.status)
+                    .push_bind(&d.fleet)
+                    .push_bind(d.publish_interval_ms)
+                    .push_bind(d.offline_after_ms);
+            });
+            insert.push(on_conflict);
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Registry for SqliteStore {
+    async fn upsert_devices(&self, devices: &[DeviceRecord]) -> Result<(), BackendError> {
+        self.insert_devices(
+            devices,
+            " ON CONFLICT (device_id) DO UPDATE SET device_type = excluded.device_type,
+              location = excluded.location, status = excluded.status, fleet = excluded.fleet,
+              publish_interval_ms = excluded.publish_interval_ms, offline_after_ms = excluded.offline_after_ms",
+        )
+        .await
+    }
+
+    async fn insert_missing_devices(&self, devices: &[DeviceRecord]) -> Result<(), BackendError> {
+        self.insert_devices(devices, " ON CONFLICT (device_id) DO NOTHING")
+            .await
+    }
+
+    async fn prune_fleet(&self, fleet: &str, keep: &[String]) -> Result<u64, BackendError> {
+        let keep_json = serde_json::to_string(keep).unwrap_or_else(|_| "[]".into());
+        let done = sqlx::query(
+            "DELETE FROM devices WHERE fleet = ?1 AND device_id NOT IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(fleet)
+        .bind(keep_json)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceRecord>, BackendError> {
+        let rows = sqlx::query("SELECT device_id, device_type, location, status, fleet, publish_interval_ms, offline_after_ms FROM devices ORDER BY device_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows.iter().map(device_from_row).collect())
+    }
+
+    async fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, BackendError> {
+        let row = sqlx::query("SELECT device_id, device_type, location, status, fleet, publish_interval_ms, offline_after_ms FROM devices WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.as_ref().map(device_from_row))
+    }
+
+    async fn replace_rules(&self, rules: &[CompiledRule]) -> Result<(), BackendError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let names = serde_json::to_string(&rules.iter().map(|r| &r.name).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
+        sqlx::query("DELETE FROM alert_rules WHERE name NOT IN (SELECT value FROM json_each(?))")
+            .bind(names)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        for rule in rules {
+            sqlx::query(
+                "INSERT INTO alert_rules (name, device_type, fleet, metric_name, threshold_min, threshold_max,
+                    clear_min, clear_max, for_ms, severity)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET device_type = excluded.device_type, fleet = excluded.fleet,
+                    metric_name = excluded.metric_name, threshold_min = excluded.threshold_min,
+                    threshold_max = excluded.threshold_max, clear_min = excluded.clear_min,
+                    clear_max = excluded.clear_max, for_ms = excluded.for_ms, severity = excluded.severity",
+            )
+            .bind(&rule.name)
+            .bind(&rule.device_type)
+            .bind(&rule.fleet)
+            .bind(&rule.metric)
+            .bind(rule.threshold.min)
+            .bind(rule.threshold.max)
+            .bind(rule.threshold.clear_min)
+            .bind(rule.threshold.clear_max)
+            .bind(rule.for_ms)
+            .bind(rule.severity.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn rules(&self) -> Result<Vec<CompiledRule>, BackendError> {
+        let rows = sqlx::query(
+            "SELECT name, device_type, fleet, metric_name, threshold_min, threshold_max, clear_min, clear_max,
+                    for_ms, severity FROM alert_rules ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| CompiledRule {
+                name: row.get("name"),
+                device_type: row.get("device_type"),
+                fleet: row.get("fleet"),
+                metric: row.get("metric_name"),
+                threshold: sensorfleet_model::analytics::alert::Threshold {
+                    min: row.get("threshold_min"),
+                    max: row.get("threshold_max"),
+                    clear_min: row.get("clear_min"),
+                    clear_max: row.get("clear_max"),
+                },
+                for_ms: row.get("for_ms"),
+                severity: parse_severity(row.get("severity")),
+            })
+            .collect())
+    }
+
+    async fn record_alerts(&self, alerts: &[Alert]) -> Result<(), BackendError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for alert in alerts {
+            let body = serde_json::to_string(alert).map_err(|e| BackendError::Rejected {
+                backend: BACKEND,
+                detail: e.to_string(),
+            })?;
+            sqlx::query("INSERT OR REPLACE INTO alerts (id, device_id, updated_ms, state, body) VALUES (?, ?, ?, ?, ?)")
+                .bind(&alert.id)
+                .bind(&alert.device_id)
+                .bind(parse_ts(&alert.timestamp).unwrap_or_default())
+                .bind(alert.state.as_str())
+                .bind(body)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, BackendError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM alerts ORDER BY updated_ms DESC, id LIMIT ?")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter().map(|body| alert_from_body(body)).collect()
+    }
+
+    async fn alert(&self, id: &str) -> Result<Option<Alert>, BackendError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        body.as_deref().map(alert_from_body).transpose()
+    }
+
+    async fn save_rule_state(
+        &self,
+        rows: &[(String, String, Option<String>)],
+    ) -> Result<(), BackendError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for (device_id, source, state) in rows {
+            let query = match state {
+                Some(state) => sqlx::query(
+                    "INSERT OR REPLACE INTO rule_state (device_id, source, state) VALUES (?, ?, ?)",
+                )
+                .bind(device_id)
+                .bind(source)
+                .bind(state),
+                None => sqlx::query("DELETE FROM rule_state WHERE device_id = ? AND source = ?")
+                    .bind(device_id)
+                    .bind(source),
+            };
+            query.execute(&mut *tx).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn load_rule_state(&self) -> Result<Vec<(String, String, String)>, BackendError> {
+        let rows = sqlx::query("SELECT device_id, source, state FROM rule_state")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get("device_id"), row.get("source"), row.get("state")))
+            .collect())
+    }
+
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+}
