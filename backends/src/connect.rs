@@ -19,6 +19,7 @@ use crate::event_log::memory::MemoryLog;
 use crate::registry::postgres::PostgresRegistry;
 use crate::sqlite::SqliteStore;
 use crate::timeseries::influx::{InfluxOptions, InfluxStore};
+use crate::url::{mask, take_query_param};
 use crate::{BackendError, Cache, EventLog, Registry, TimeSeries};
 
 /// One backend concern, as named in flags and errors.
@@ -94,48 +95,6 @@ pub enum ConnectError {
     /// The backend did not answer or refused.
     #[error(transparent)]
     Backend(#[from] BackendError),
-}
-
-/// Hides the password of `scheme://user:password@host` for logs and errors.
-pub fn mask(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-/// Removes `name=value` from a URL's query, returning the URL without it and the value.
-/// (`redis://h:6379?prefix=tenant-a:` puts every key under `tenant-a:`; the Redis client
-/// itself does not know the parameter.)
-pub fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some((key, v)) if key == name => {
-                value = Some(v.to_owned());
-                false
-            }
-            _ => !pair.is_empty(),
-        })
-        .collect();
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, value)
 }
 
 /// Which implementation `text` names for `concern`.
@@ -325,33 +284,6 @@ mod tests {
         assert!(text.contains("redis://host:6379"), "{text}");
         assert!(!text.contains("secret"), "{text}");
         assert!(choose(Concern::EventLog, "localhost:9092").is_err());
-    }
-
-    #[test]
-    fn mask_hides_only_the_password() {
-        assert_eq!(
-            mask("postgres://app:pw@db:5432/x?sslmode=disable"),
-            "postgres://app:***@db:5432/x?sslmode=disable"
-        );
-        assert_eq!(mask("redis://h:6379"), "redis://h:6379");
-        assert_eq!(mask("kafka://u@h:9092"), "kafka://u@h:9092");
-        assert_eq!(mask("no-scheme"), "no-scheme");
-    }
-
-    #[test]
-    fn a_query_parameter_is_taken_out() {
-        assert_eq!(
-            take_query_param("redis://h:6379?prefix=t1:", "prefix"),
-            ("redis://h:6379".to_owned(), Some("t1:".to_owned()))
-        );
-        assert_eq!(
-            take_query_param("redis://h/2?a=1&prefix=x&b=2", "prefix"),
-            ("redis://h/2?a=1&b=2".to_owned(), Some("x".to_owned()))
-        );
-        assert_eq!(
-            take_query_param("redis://h", "prefix"),
-            ("redis://h".to_owned(), None)
-        );
     }
 
     #[tokio::test]

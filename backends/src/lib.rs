@@ -7,9 +7,23 @@
 //! | time series (readings, rollups) | [`TimeSeries`] | [`sqlite::SqliteStore`] | [`timeseries::influx::InfluxStore`] |
 //! | registry (devices, rules, alerts, rule state) | [`Registry`] | [`sqlite::SqliteStore`] | [`registry::postgres::PostgresRegistry`] |
 //! | latest values, device metrics, alert feed, live events | [`Cache`] | [`cache::memory::MemoryCache`] | [`cache::redis::RedisCache`] |
+//!
+//! One folder per concern (the trait in its `mod.rs`), one file or folder per engine:
+//!
+//! ```text
+//! event_log/  mod.rs (EventLog) · memory.rs · kafka/{mod, config, error, admin, producer, consumer}.rs
+//! timeseries/ mod.rs (TimeSeries) · sqlite.rs · influx/{mod, config, line, query, write}.rs
+//! registry/   mod.rs (Registry) · sqlite.rs · postgres.rs
+//! cache/      mod.rs (Cache) · memory.rs · redis/{mod, live, scripts}.rs
+//! sqlite.rs   the embedded SQLite file both timeseries/sqlite.rs and registry/sqlite.rs use
+//! connect.rs  picks each concern's implementation from its URL
+//! url.rs · backoff.rs · signal.rs · error.rs   shared by every backend and the workers
+//! conformance.rs   the suite every implementation passes (feature `testing`)
+//! ```
 
 pub mod backoff;
 pub mod cache;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod connect;
 pub mod error;

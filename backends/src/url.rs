@@ -1,6 +1,7 @@
 //! The one URL helper every backend, worker and the operator use for what they show of a
 //! URL: [`mask`] hides every secret a URL can carry before it reaches a log line, an
-//! error or a status.
+//! error or a status; [`take_query_param`] takes out a parameter of ours that a client
+//! library would not understand.
 
 /// `url` fit for logs and errors: the password of `scheme://user:password@host`, a lone
 /// user part (`redis://s3cret@cache`, which old clients send as the password) and any
@@ -27,6 +28,32 @@ pub fn mask(url: &str) -> String {
     format!("{scheme}://{authority}{}", mask_query(tail))
 }
 
+/// Removes `name=value` from a URL's query, returning the URL without it and the value.
+/// (`redis://h:6379?prefix=tenant-a:` puts every key under `tenant-a:`; the Redis client
+/// itself does not know the parameter.)
+pub fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some((key, v)) if key == name => {
+                value = Some(v.to_owned());
+                false
+            }
+            _ => !pair.is_empty(),
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, value)
+}
+
 /// The path-and-query part with secret-looking query values hidden.
 fn mask_query(tail: &str) -> String {
     let Some((path, query)) = tail.split_once('?') else {
@@ -50,7 +77,7 @@ fn is_secret_key(key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::mask;
+    use super::{mask, take_query_param};
 
     #[test]
     fn hides_every_kind_of_url_secret() {
@@ -68,6 +95,46 @@ mod tests {
     }
 
     #[test]
+    fn the_cases_of_the_maskers_it_replaced() {
+        // connect::mask's
+        assert_eq!(
+            mask("postgres://app:pw@db:5432/x?sslmode=disable"),
+            "postgres://app:***@db:5432/x?sslmode=disable"
+        );
+        assert_eq!(mask("redis://h:6379"), "redis://h:6379");
+        // A lone user part is hidden on every scheme (connect::mask showed it).
+        assert_eq!(mask("kafka://u@h:9092"), "kafka://***@h:9092");
+        assert_eq!(mask("no-scheme"), "no-scheme");
+        // cache::redis::mask_url's
+        assert_eq!(
+            mask("redis://:s3cret@cache:6379/0"),
+            "redis://:***@cache:6379/0"
+        );
+        assert_eq!(
+            mask("redis://app:s3cret@cache:6379"),
+            "redis://app:***@cache:6379"
+        );
+        assert_eq!(mask("redis://cache:6379"), "redis://cache:6379");
+        let unparsable = mask("redis://:s3cret@[::1");
+        assert!(!unparsable.contains("s3cret"), "{unparsable}");
+        assert!(unparsable.ends_with("***@[::1"), "{unparsable}");
+        // postgres::mask_password's
+        assert_eq!(
+            mask("postgres://sf:hunter2@db:5432/sensorfleet"),
+            "postgres://sf:***@db:5432/sensorfleet"
+        );
+        let query = mask("postgres://db/sensorfleet?user=sf&password=hunter2&sslmode=disable");
+        assert!(!query.contains("hunter2"), "{query}");
+        assert!(query.contains("sslmode=disable"), "{query}");
+        // A lone user part is hidden on every scheme (mask_password showed it).
+        assert_eq!(
+            mask("postgres://sf@db/sensorfleet"),
+            "postgres://***@db/sensorfleet"
+        );
+        assert!(!mask("postgres://sf:hunter2@[bad").contains("hunter2"));
+    }
+
+    #[test]
     fn leaves_urls_without_secrets_alone() {
         assert_eq!(mask("kafka://a:9092,b:9092"), "kafka://a:9092,b:9092");
         assert_eq!(mask("embedded"), "embedded");
@@ -81,5 +148,21 @@ mod tests {
         assert!(shown.ends_with("@h/db"), "{shown}");
         assert_eq!(mask("user:pw@host"), "*** (not a URL)");
         assert_eq!(mask("localhost:1883"), "localhost:1883");
+    }
+
+    #[test]
+    fn a_query_parameter_is_taken_out() {
+        assert_eq!(
+            take_query_param("redis://h:6379?prefix=t1:", "prefix"),
+            ("redis://h:6379".to_owned(), Some("t1:".to_owned()))
+        );
+        assert_eq!(
+            take_query_param("redis://h/2?a=1&prefix=x&b=2", "prefix"),
+            ("redis://h/2?a=1&b=2".to_owned(), Some("x".to_owned()))
+        );
+        assert_eq!(
+            take_query_param("redis://h", "prefix"),
+            ("redis://h".to_owned(), None)
+        );
     }
 }

@@ -2,16 +2,13 @@
 //! it is back, instead of dropping what it was given.
 
 use std::future::Future;
-use std::time::Duration;
 
 use sensorfleet_backends::BackendError;
+use sensorfleet_backends::backoff::Backoff;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::telemetry;
-
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Runs `op` until it succeeds. A transient error is counted, logged and retried with
 /// exponential backoff (100 ms doubling to 5 s); a rejection, or any error once
@@ -26,11 +23,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BackendError>>,
 {
-    let mut backoff = FIRST_BACKOFF;
-    let mut failures = 0u32;
+    let mut backoff = Backoff::service();
     loop {
         match op().await {
             Ok(value) => {
+                let failures = backoff.failures();
                 if failures > 0 {
                     info!(component, sink, failures, "backend is back; resuming");
                 }
@@ -43,15 +40,15 @@ where
                 if !e.is_transient() || *shutdown.borrow() {
                     return Err(e);
                 }
-                failures += 1;
+                let delay = backoff.next_delay();
+                let failures = backoff.failures();
                 if failures == 1 || failures.is_multiple_of(10) {
                     warn!(component, sink, failures, error = %e, "backend write failed; holding and retrying");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -1,14 +1,15 @@
 //! The registry: devices, alert rules, alert history and the processor's rule state.
-//! PostgreSQL in production, SQLite embedded.
+//! PostgreSQL in production ([`postgres`]), SQLite embedded (`sqlite.rs`: the
+//! [`Registry`] impl of [`SqliteStore`](crate::sqlite::SqliteStore)).
+
+pub mod postgres;
+mod sqlite;
 
 use async_trait::async_trait;
 use sensorfleet_model::Alert;
 use sensorfleet_model::manifest::CompiledRule;
 
 use crate::BackendError;
-
-pub mod postgres;
-mod sqlite;
 
 /// A device row (the original design's `devices` table plus fleet and timing).
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,7 @@ use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use crate::BackendError;
 use crate::registry::{DeviceRecord, Registry};
+use crate::url::mask;
 
 const BACKEND: &str = "postgres";
 /// Rows per statement: bounds one message to the server, not a parameter limit (arrays
@@ -108,40 +109,6 @@ fn tls_rejected(detail: &str) -> BackendError {
     }
 }
 
-/// `url` with its password (in the authority or a `password=` parameter) replaced by
-/// `***`, for error messages and logs.
-pub fn mask_password(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        // Not a URL: say nothing of its content beyond the scheme.
-        return match url.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://… (not a valid URL)"),
-            None => "(not a valid URL)".to_owned(),
-        };
-    };
-    if parsed.password().is_some() {
-        // Only fails for URLs that cannot have a password, which this one has.
-        let _ = parsed.set_password(Some("***"));
-    }
-    if parsed
-        .query_pairs()
-        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
-    {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k.eq_ignore_ascii_case("password") {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
-}
-
 impl PostgresRegistry {
     /// Connects to `url` (`postgres://user:password@host:port/db`), brings the schema up
     /// to date, and keeps a pool of at most `max_connections` (at least 1).
@@ -151,7 +118,7 @@ impl PostgresRegistry {
     /// is [`BackendError::Rejected`]. Every message names the URL with its password
     /// masked.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, BackendError> {
-        let shown = mask_password(url);
+        let shown = mask(url);
         let in_context = |e: BackendError| match e {
             BackendError::Unavailable { backend, detail } => BackendError::Unavailable {
                 backend,
@@ -621,23 +588,6 @@ impl Registry for PostgresRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked_in_the_authority_and_the_query() {
-        assert_eq!(
-            mask_password("postgres://sf:hunter2@db:5432/sensorfleet"),
-            "postgres://sf:***@db:5432/sensorfleet"
-        );
-        let masked =
-            mask_password("postgres://db/sensorfleet?user=sf&password=hunter2&sslmode=disable");
-        assert!(!masked.contains("hunter2"), "{masked}");
-        assert!(masked.contains("sslmode=disable"), "{masked}");
-        assert_eq!(
-            mask_password("postgres://sf@db/sensorfleet"),
-            "postgres://sf@db/sensorfleet"
-        );
-        assert!(!mask_password("postgres://sf:hunter2@[bad").contains("hunter2"));
-    }
 
     #[test]
     fn unique_by_key_keeps_the_last_or_the_first_in_key_order() {

@@ -1,15 +1,16 @@
-//! Time-series storage: InfluxDB in production, SQLite embedded.
+//! Time-series storage: InfluxDB in production ([`influx`]), SQLite embedded (`sqlite.rs`:
+//! the [`TimeSeries`] impl of [`SqliteStore`](crate::sqlite::SqliteStore)).
 //!
 //! Writes are idempotent: a reading replayed after a crash overwrites itself (same
 //! device, same timestamp), so at-least-once delivery stores nothing twice.
+
+pub mod influx;
+mod sqlite;
 
 use async_trait::async_trait;
 use sensorfleet_model::Reading;
 
 use crate::BackendError;
-
-pub mod influx;
-mod sqlite;
 
 /// One stored value.
 #[derive(Debug, Clone, PartialEq)]

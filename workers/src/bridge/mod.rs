@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use sensorfleet_backends::backoff::Backoff;
 use sensorfleet_backends::{BackendError, Cache, EventLog, Record, TimeSeries, Topic};
 use sensorfleet_model::reading::{Limits, Reading, Reject, parse_payload};
 use tokio::sync::{mpsc, watch};
@@ -273,7 +274,9 @@ async fn deliver(
         .iter()
         .map(|r| Record {
             key: r.device_id.clone(),
-            payload: serde_json::to_vec(r).unwrap_or_default(),
+            // Infallible: a derived Serialize of strings, numbers (a non-finite one becomes
+            // null), a string-keyed map and an always-string timestamp, into memory.
+            payload: serde_json::to_vec(r).expect("a Reading always encodes as JSON"),
             headers: vec![],
         })
         .collect();
@@ -333,7 +336,7 @@ async fn drive(
     tx: mpsc::Sender<(usize, Publish)>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::service();
     let mut connected_once = false;
     loop {
         if *shutdown.borrow() {
@@ -346,7 +349,7 @@ async fn drive(
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 // Receiving only once subscribed: with a session the broker kept, now.
                 if ack.session_present {
                     telemetry::BRIDGE_CONNECTED.set(1);
@@ -374,13 +377,14 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 telemetry::BRIDGE_CONNECTED.set(0);
+                let delay = backoff.next_delay();
+                let retry_in_ms = delay.as_millis() as u64;
                 if connected_once {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                    warn!(error = %e, retry_in_ms, "MQTT connection lost; reconnecting");
                 } else {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the MQTT broker; retrying");
+                    warn!(error = %e, retry_in_ms, "cannot reach the MQTT broker; retrying");
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delay).await;
             }
         }
     }
@@ -389,6 +393,25 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reading_always_encodes_even_with_odd_values() {
+        // Why the record encoding may `expect`: nothing a reading holds can fail to encode.
+        let reading = Reading {
+            device_id: "d".to_owned(),
+            device_type: "t".to_owned(),
+            location: Some("\u{0}\"".to_owned()),
+            ts_ms: i64::MAX,
+            fields: [
+                ("nan".to_owned(), f64::NAN),
+                ("inf".to_owned(), f64::INFINITY),
+            ]
+            .into(),
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&reading).expect("encodes")).expect("JSON");
+        assert!(json["fields"]["nan"].is_null(), "{json}");
+    }
 
     #[test]
     fn sorts_valid_and_rejected_and_keeps_the_reason() {

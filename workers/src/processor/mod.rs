@@ -7,6 +7,7 @@ pub mod engine;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sensorfleet_backends::backoff::Backoff;
 use sensorfleet_backends::{
     BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer,
     Record, Registry, Topic,
@@ -216,7 +217,7 @@ async fn commit(
     consumer: &mut dyn LogConsumer,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::service();
     loop {
         match consumer.commit().await {
             Ok(()) => return Ok(()),
@@ -225,8 +226,7 @@ async fn commit(
                     .with_label_values(&["processor", "event log commit"])
                     .inc();
                 warn!(error = %e, "committing the event log position failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
             Err(e) => return Err(e),
         }
@@ -331,7 +331,9 @@ async fn flush(
             .iter()
             .map(|a| Record {
                 key: a.device_id.clone(),
-                payload: serde_json::to_vec(a).unwrap_or_default(),
+                // Infallible: a derived Serialize of strings, numbers and unit enums,
+                // into memory.
+                payload: serde_json::to_vec(a).expect("an Alert always encodes as JSON"),
                 headers: vec![],
             })
             .collect();

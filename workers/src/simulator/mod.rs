@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use sensorfleet_backends::backoff::Backoff;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -153,20 +154,19 @@ async fn run_connection(
         let stats = Arc::clone(&stats);
         let acked_here = Arc::clone(&acked_here);
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::service();
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                         acked_here.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(100),
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => backoff.reset(),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(e) => {
                         warn!(error = %e, "simulator lost the MQTT broker; reconnecting");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff.wait().await;
                     }
                 }
             }

@@ -40,7 +40,6 @@
 mod live;
 mod scripts;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Pipeline, SubscriberClient};
@@ -54,13 +53,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use self::live::{WireEvent, forward_live};
+use self::scripts::{PRUNE_METRICS_SCRIPT, PUSH_ALERTS_SCRIPT, PUT_LATEST_SCRIPT, queue_eval};
 use super::{
     ALERT_LIST_CAP, Cache, DASHBOARD_TTL_MS, DEVICE_METRICS_TTL_MS, DashboardCounters,
     DeviceMetrics, LiveEvent,
 };
-use self::live::{WireEvent, forward_live};
-use self::scripts::{PRUNE_METRICS_SCRIPT, PUSH_ALERTS_SCRIPT, PUT_LATEST_SCRIPT, queue_eval};
 use crate::BackendError;
+use crate::url::mask;
 
 const BACKEND: &str = "redis";
 /// How many live events a slow WebSocket client may fall behind before it skips; also the
@@ -115,7 +115,7 @@ impl RedisCache {
     /// Like [`RedisCache::connect`], with every key and the live channel under `prefix`
     /// (e.g. `staging:`), so several fleets or test runs can share one Redis.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, BackendError> {
-        let shown = mask_url(url);
+        let shown = mask(url);
         let at = |e: fred::error::Error| connect_error(&shown, url, e);
         // fred without a TLS feature would connect to a `rediss://` URL in plain text
         // (it only logs a warning), sending the password in the clear: refuse instead.
@@ -208,28 +208,6 @@ impl Drop for RedisCache {
                 let _ = client.quit().await;
             });
         }
-    }
-}
-
-/// `url` with any password (or a lone user part, which old clients used as the
-/// password) replaced by `***`, fit for logs and errors.
-pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            } else if !parsed.username().is_empty() {
-                let _ = parsed.set_username("***");
-            }
-            parsed.to_string()
-        }
-        // Unparsable: hide everything between the scheme and an `@`.
-        Err(_) => match (url.find("://"), url.rfind('@')) {
-            (Some(start), Some(end)) if end > start => {
-                format!("{}***{}", &url[..start + 3], &url[end..])
-            }
-            _ => url.to_owned(),
-        },
     }
 }
 
@@ -579,21 +557,6 @@ impl Cache for RedisCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("redis://:s3cret@cache:6379/0"),
-            "redis://:***@cache:6379/0"
-        );
-        assert_eq!(
-            mask_url("redis://app:s3cret@cache:6379"),
-            "redis://app:***@cache:6379"
-        );
-        assert_eq!(mask_url("redis://s3cret@cache"), "redis://***@cache");
-        assert_eq!(mask_url("redis://cache:6379"), "redis://cache:6379");
-        assert_eq!(mask_url("redis://:s3cret@[::1"), "redis://***@[::1");
-    }
 
     #[tokio::test]
     async fn tls_urls_are_refused_not_downgraded() {

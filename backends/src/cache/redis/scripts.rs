@@ -2,11 +2,11 @@
 //! writers), queued on the batch's pipeline.
 
 use fred::clients::Pipeline;
-use fred::prelude::Client;
+use fred::prelude::{Client, ClientLike};
 use fred::types::{ClusterHash, CustomCommand};
 
-use crate::BackendError;
 use super::map_error;
+use crate::BackendError;
 
 /// KEYS[1] = `devices:last_seen`, KEYS[2..] = `device:{id}:latest`;
 /// ARGV = (id, ts_ms, json) per key. Stores a reading unless a newer one is stored.

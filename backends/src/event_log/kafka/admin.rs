@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::BackendError;
-use crate::event_log::Topic;
-use super::config::{KafkaOptions, parse_url, check_topic_name};
-use super::error::{rejected, unavailable, classify, admin_code_error};
+use super::config::{KafkaOptions, check_topic_name, parse_url};
+use super::error::{admin_code_error, classify, rejected, unavailable};
 use super::{LogContext, client_config};
+use crate::BackendError;
 
 /// What [`KafkaAdmin::ensure_partitions`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use tracing::error;
-
+use super::error::rejected;
 use crate::BackendError;
 use crate::event_log::Topic;
-use super::admin::KafkaAdmin;
-use super::error::rejected;
+use crate::url::mask;
 
 /// The names of the three topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,20 +100,8 @@ pub(super) struct KafkaUrl {
     pub(super) options: KafkaOptions,
 }
 
-/// The URL with any `user:password@` replaced, for error messages.
-fn masked(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 pub(super) fn parse_url(url: &str, defaults: &KafkaOptions) -> Result<KafkaUrl, BackendError> {
-    let shown = masked(url);
+    let shown = mask(url);
     let bad = |what: &str| {
         rejected(format!(
             "bad Kafka URL {shown}: {what} (expected kafka://host:9092[,host2:9092][?topic_prefix=…&partitions=…])"
@@ -300,7 +286,7 @@ mod tests {
             .expect_err("credentials are refused")
             .to_string();
         assert!(!error.contains("s3cret"), "{error}");
-        assert!(error.contains("kafka://***@k:9092"), "{error}");
+        assert!(error.contains("kafka://fleet:***@k:9092"), "{error}");
         assert!(error.contains("credentials are not supported"), "{error}");
     }
 }

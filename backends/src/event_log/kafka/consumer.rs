@@ -9,16 +9,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use super::LogContext;
+use super::error::{classify, unavailable};
 use crate::BackendError;
 use crate::event_log::{Delivery, LogConsumer, Record};
-use super::LogContext;
-use super::error::{unavailable, classify};
 
 /// The consumer's context: logging, plus the offsets polled but not yet committed, which
 /// a revocation drops (see the module docs).

@@ -1,13 +1,11 @@
 //! librdkafka errors sorted into what the workers act on: transient (`Unavailable`,
 //! retried) or permanent (`Rejected`).
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use tracing::error;
 
-use crate::BackendError;
 use super::BACKEND;
+use crate::BackendError;
 
 pub(super) fn rejected(detail: impl Into<String>) -> BackendError {
     BackendError::Rejected {

@@ -4,20 +4,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
-use crate::BackendError;
-use crate::event_log::{EventLog, LogConsumer, Record, Topic};
 use super::admin::KafkaAdmin;
 use super::config::{KafkaOptions, KafkaUrl, TopicNames, parse_url};
 use super::consumer::{ConsumerState, KafkaConsumer};
 use super::error::classify;
 use super::{BACKEND, LogContext, client_config, millis};
+use crate::BackendError;
+use crate::event_log::{EventLog, LogConsumer, Record, Topic};
 
 /// The Kafka event log: one idempotent producer shared by all appends, one consumer per
 /// [`EventLog::subscribe`].

@@ -13,6 +13,7 @@ use url::Url;
 use url::form_urlencoded;
 
 use crate::BackendError;
+use crate::backoff::Backoff;
 
 use super::BACKEND;
 
@@ -50,13 +51,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait after the `failures`-th failure (1-based): `first_backoff · 2^(failures-1)`,
-    /// at most `max_backoff`.
-    pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1));
-        self.first_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+    /// The waits after each failure: `first_backoff` doubling to at most `max_backoff`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.first_backoff, self.max_backoff)
     }
 }
 
@@ -583,10 +580,14 @@ mod tests {
             max_backoff: Duration::from_millis(500),
             max_elapsed: Duration::from_secs(10),
         };
-        let waits: Vec<u128> = (1..=5).map(|n| policy.backoff(n).as_millis()).collect();
+        let mut backoff = policy.backoff();
+        let waits: Vec<u128> = (1..=5).map(|_| backoff.next_delay().as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 500, 500]);
+        for _ in 5..199 {
+            backoff.next_delay();
+        }
         assert_eq!(
-            policy.backoff(200),
+            backoff.next_delay(),
             Duration::from_millis(500),
             "no overflow"
         );

@@ -402,7 +402,7 @@ impl InfluxStore {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let started = Instant::now();
-        let mut failures = 0u32;
+        let mut backoff = self.retry.backoff();
         loop {
             let (detail, retry_after) = match attempt().await {
                 Err(Failure::Transient {
@@ -411,12 +411,10 @@ impl InfluxStore {
                 }) => (detail, retry_after),
                 other => return other,
             };
-            failures += 1;
+            let delay = backoff.next_delay();
+            let failures = backoff.failures();
             let wait = retry_after
-                .map_or_else(
-                    || self.retry.backoff(failures),
-                    |after| after.max(self.retry.backoff(failures)),
-                )
+                .map_or(delay, |after| after.max(delay))
                 .min(self.retry.max_backoff);
             if failures >= self.retry.max_attempts
                 || started.elapsed() + wait > self.retry.max_elapsed
@@ -461,7 +459,6 @@ impl InfluxStore {
             what,
         })
     }
-
 }
 
 #[async_trait]

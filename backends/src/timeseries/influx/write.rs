@@ -5,8 +5,8 @@ use bytes::Bytes;
 use sensorfleet_model::Reading;
 use sensorfleet_model::reading::format_ts;
 
-use crate::BackendError;
 use super::{BACKEND, Failure, InfluxStore};
+use crate::BackendError;
 
 /// Which reading a refused write is about, from InfluxDB's message: a parse error quotes
 /// the line (`unable to parse '<line>': …`); a type conflict names the field and the
