@@ -216,6 +216,7 @@ pub(super) fn check_topic_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event_log::kafka::BACKEND;
 
     fn parse(url: &str) -> Result<KafkaUrl, BackendError> {
         parse_url(url, &KafkaOptions::default())
