@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sensorfleet_model::manifest::CompiledRule;
+use sensorfleet_model::CompiledRule;
 use sensorfleet_model::reading::parse_ts;
 use sensorfleet_model::{Alert, Reading, Severity};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
