@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use sensorfleet_model::AlertRuleSpec;
 use sensorfleet_model::crd::rule::compile_rule;
+use sensorfleet_model::reading::format_ts;
+use sensorfleet_model::{AlertPhase, AlertRuleSpec, Severity};
 
 use super::*;
 
