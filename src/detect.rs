@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use sensorfleet_model::CompiledRule;
 use sensorfleet_model::ManifestSet;
 use sensorfleet_model::analytics::{self, Condition, DetectorConfig, Phase, Transition};
-use sensorfleet_model::manifest::CompiledRule;
 use sensorfleet_model::reading::format_ts;
 
 /// What the replay found.

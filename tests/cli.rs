@@ -153,7 +153,7 @@ fn every_worker_setting_the_operator_renders_is_read_by_a_role() {
         "/operator/tests/fixtures/pipeline-full.yaml"
     ))
     .expect("the full Pipeline fixture");
-    let pipeline: sensorfleet_model::pipeline::Pipeline =
+    let pipeline: sensorfleet_model::Pipeline =
         serde_yaml::from_str(&text).expect("the fixture parses");
     let config = sensorfleet_operator::build::worker_config("main", &pipeline.spec);
     let help: String = ["bridge", "processor", "api"]

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use sensorfleet_model::CompiledRule;
 use sensorfleet_model::analytics::alert::Threshold;
-use sensorfleet_model::manifest::CompiledRule;
 use sensorfleet_model::{Alert, AlertKind, AlertPhase, Reading, Severity};
 
 use crate::{

@@ -1,5 +1,10 @@
 //! Kubernetes-style durations in manifests and flags: `500ms`, `30s`, `5m`, `1h30m`, `2d`.
 
+/// The pattern of a duration field, the language of [`parse_duration_ms`]: `500ms`,
+/// `30s`, `5m`, `1h30m`, `2d` or `0`. The API server checks it, `up` and the operator
+/// check it again with a message naming the field.
+pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(ms|s|m|h|d))+)$";
+
 /// Parses a duration into milliseconds.
 ///
 /// A sequence of `<integer><unit>` parts with units `ms`, `s`, `m`, `h`, `d`; `0` alone is

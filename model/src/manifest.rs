@@ -1,5 +1,5 @@
-//! The `SensorFleet` and `AlertRule` manifests (group `iot.sensorfleet.dev`, version
-//! `v1alpha1`): the same YAML that `kubectl apply` takes is what `sensorfleet up -f` reads.
+//! The `up -f` loader: the same SensorFleet and AlertRule YAML that `kubectl apply` takes,
+//! parsed and validated together, and the devices a fleet declares.
 //!
 //! Parsing and validation are pure: the caller reads the files and passes their text in,
 //! and every error names the file, the object, the field and the problem.
@@ -7,195 +7,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use kube::CustomResource;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Severity;
-use crate::analytics::alert::Threshold;
-use crate::duration::parse_duration_ms;
-use crate::pipeline::is_dns_label;
-use crate::reading::{is_valid_device_id, is_valid_device_type, is_valid_name};
-use crate::status::{AlertRuleStatus, SensorFleetStatus};
-
-/// The API group and version every manifest must carry.
-pub const API_VERSION: &str = "iot.sensorfleet.dev/v1alpha1";
-/// Largest generated fleet; keeps a typo from declaring a billion devices.
-pub const MAX_GENERATED: u32 = 1_000_000;
-const DEFAULT_OFFLINE_AFTER_MS: i64 = 5 * 60 * 1000;
-const DEFAULT_PUBLISH_INTERVAL_MS: i64 = 10_000;
-
-/// The pattern of a duration field, the language of [`parse_duration_ms`]: `500ms`,
-/// `30s`, `5m`, `1h30m`, `2d` or `0`. The API server checks it, `up` and the operator
-/// check it again with a message naming the field.
-pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(ms|s|m|h|d))+)$";
-
-/// A group of devices of one type in one pipeline.
-#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[kube(
-    group = "iot.sensorfleet.dev",
-    version = "v1alpha1",
-    kind = "SensorFleet",
-    namespaced,
-    status = "SensorFleetStatus",
-    shortname = "sf",
-    category = "sensorfleet",
-    derive = "PartialEq",
-    doc = "A group of devices of one type in one Pipeline: an explicit list and/or a generated range. Mirrored into the pipeline's device registry.",
-    printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.deviceType"),
-    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.deviceCount"),
-    printcolumn(name = "Online", type_ = "integer", json_path = ".status.onlineCount"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-pub struct SensorFleetSpec {
-    /// Name of the Pipeline (same namespace) whose workers serve this fleet; may be left
-    /// out when the namespace has exactly one. Ignored by `sensorfleet up`, which runs one
-    /// embedded pipeline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipeline: Option<String>,
-    /// Device type of every device in the fleet: 1-64 of `[A-Za-z0-9_]`, e.g.
-    /// `temperature_sensor`. It is also the InfluxDB measurement and the MQTT topic level.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_]+$"))]
-    pub device_type: String,
-    /// Location of devices that name none, e.g. `Server Room`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// How often a device publishes, e.g. `10s` (default `10s`): drives the health
-    /// score's completeness and freshness and the simulator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub publish_interval: Option<String>,
-    /// How long without a reading before a device counts as offline and the `offline`
-    /// alert fires, e.g. `5m` (default `5m`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub offline_after: Option<String>,
-    /// Devices listed one by one. For large fleets use `generate`: the API server limits
-    /// an object to about 1.5 MB.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<DeviceSpec>,
-    /// A generated range of devices (`idPrefix` + a zero-padded number), so a fleet of
-    /// 100,000 devices stays a small object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generate: Option<GenerateSpec>,
-    /// While true the operator leaves this object (and what it mirrors) as it is.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub paused: bool,
-}
-
-/// One explicitly declared device.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeviceSpec {
-    /// Device id: 1-128 characters of `[A-Za-z0-9._:-]` (UUIDs, serials, MAC
-    /// addresses); the id in the MQTT topic and the payload.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._:-]+$"))]
-    pub id: String,
-    /// Location of this device, overriding the fleet's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-}
-
-/// A generated range of devices: ids `{idPrefix}{n}` for n in 1..=count, zero-padded to
-/// at least four digits (`srv-temp-0001`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GenerateSpec {
-    /// How many devices, 1 to 1,000,000.
-    #[schemars(range(min = 1, max = 1_000_000))]
-    pub count: u32,
-    /// Prefix of every generated id, e.g. `srv-temp-` for `srv-temp-0001`.
-    pub id_prefix: String,
-}
-
-/// A threshold rule on one metric of a device type or fleet.
-#[allow(clippy::duplicated_attributes)] // each printcolumn(...) repeats type_ by design
-#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[kube(
-    group = "iot.sensorfleet.dev",
-    version = "v1alpha1",
-    kind = "AlertRule",
-    namespaced,
-    status = "AlertRuleStatus",
-    shortname = "ar",
-    category = "sensorfleet",
-    derive = "PartialEq",
-    doc = "A threshold rule on one metric of a device type and/or fleet, with a `for` duration, hysteresis and a severity. Mirrored into the pipeline's alert_rules; running processors pick changes up without a restart.",
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.deviceType"),
-    printcolumn(
-        name = "Fleet",
-        type_ = "string",
-        json_path = ".spec.fleet",
-        priority = 1
-    ),
-    printcolumn(name = "Metric", type_ = "string", json_path = ".spec.metric"),
-    printcolumn(name = "Severity", type_ = "string", json_path = ".spec.severity"),
-    printcolumn(name = "Firing", type_ = "integer", json_path = ".status.firingCount"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-pub struct AlertRuleSpec {
-    /// Name of the Pipeline (same namespace) whose registry holds the rule. Default: the
-    /// pipeline of `fleet`, else the namespace's only Pipeline. Ignored by `sensorfleet up`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pipeline: Option<String>,
-    /// Device type the rule applies to, e.g. `temperature_sensor`; give `deviceType`
-    /// and/or `fleet`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_type: Option<String>,
-    /// Narrows the rule to the devices of one SensorFleet (its `metadata.name`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fleet: Option<String>,
-    /// Field of the reading the rule watches, e.g. `temperature_celsius` or
-    /// `meta_battery_level`.
-    pub metric: String,
-    /// Lower limit: a value below it breaches. Give `min` and/or `max`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    /// Upper limit: a value above it breaches. Give `min` and/or `max`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    /// Hysteresis: a firing alert clears only once the value is back at or above this
-    /// (at or above `min`; default `min`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clear_min: Option<f64>,
-    /// Hysteresis: a firing alert clears only once the value is back at or below this
-    /// (at or below `max`; default `max`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clear_max: Option<f64>,
-    /// How long the breach must last before the alert fires, e.g. `30s` (default `0`:
-    /// at once).
-    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub for_duration: Option<String>,
-    /// Severity of the alerts it raises: `info`, `warning` (default) or `critical`.
-    #[serde(default)]
-    pub severity: Severity,
-    /// While true the operator leaves this object (and what it mirrors) as it is.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub paused: bool,
-}
+use crate::crd::fleet::{SensorFleetSpec, validate_fleet};
+use crate::crd::rule::{AlertRuleSpec, CompiledRule, compile_rule, validate_rule};
+use crate::crd::{API_VERSION, Problem, is_dns_label};
 
 /// Object metadata: just what the manifests need.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -263,33 +79,6 @@ pub struct DeclaredDevice {
     pub publish_interval_ms: i64,
     /// Silence after which the device counts as offline, milliseconds.
     pub offline_after_ms: i64,
-}
-
-/// An alert rule, validated and ready to evaluate.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompiledRule {
-    /// `metadata.name` of the AlertRule.
-    pub name: String,
-    /// Device type it applies to, if narrowed.
-    pub device_type: Option<String>,
-    /// Fleet it applies to, if narrowed.
-    pub fleet: Option<String>,
-    /// Field it watches.
-    pub metric: String,
-    /// Limits and clear limits.
-    pub threshold: Threshold,
-    /// `for`, milliseconds.
-    pub for_ms: i64,
-    /// Severity of what it raises.
-    pub severity: Severity,
-}
-
-impl CompiledRule {
-    /// Whether the rule applies to a device of this type in this fleet.
-    pub fn applies_to(&self, device_type: &str, fleet: Option<&str>) -> bool {
-        self.device_type.as_deref().is_none_or(|t| t == device_type)
-            && self.fleet.as_deref().is_none_or(|f| Some(f) == fleet)
-    }
 }
 
 /// Every manifest read, validated together.
@@ -363,17 +152,20 @@ impl ManifestSet {
                 .spec
                 .ok_or_else(|| err(&object, "spec", "missing".into()))?;
             let spec_err = |e: serde_yaml::Error| err(&object, "spec", e.to_string());
+            // `up` stops at the first problem; the operator lists them all.
+            let first = |problems: Vec<Problem>| match problems.into_iter().next() {
+                Some(p) => Err(err(&object, &p.field, p.message)),
+                None => Ok(()),
+            };
             match kind.as_str() {
                 "SensorFleet" => {
                     let spec: SensorFleetSpec = serde_yaml::from_value(spec).map_err(spec_err)?;
-                    validate_fleet(&spec)
-                        .map_err(|(field, problem)| err(&object, &field, problem))?;
+                    first(validate_fleet(&spec))?;
                     self.fleets.push(Named { name, spec });
                 }
                 "AlertRule" => {
                     let spec: AlertRuleSpec = serde_yaml::from_value(spec).map_err(spec_err)?;
-                    validate_rule(&spec)
-                        .map_err(|(field, problem)| err(&object, &field, problem))?;
+                    first(validate_rule(&spec))?;
                     self.rules.push(Named { name, spec });
                 }
                 // `up` runs its one embedded pipeline: a Pipeline in the same folder
@@ -465,16 +257,8 @@ impl ManifestSet {
 
 /// The devices a fleet declares: the explicit list, then the generated range.
 pub fn declared_devices(fleet: &str, spec: &SensorFleetSpec) -> Vec<DeclaredDevice> {
-    let publish_interval_ms = spec
-        .publish_interval
-        .as_deref()
-        .and_then(|d| parse_duration_ms(d).ok())
-        .unwrap_or(DEFAULT_PUBLISH_INTERVAL_MS);
-    let offline_after_ms = spec
-        .offline_after
-        .as_deref()
-        .and_then(|d| parse_duration_ms(d).ok())
-        .unwrap_or(DEFAULT_OFFLINE_AFTER_MS);
+    let publish_interval_ms = spec.publish_interval_ms();
+    let offline_after_ms = spec.offline_after_ms();
     let make = |device_id: String, location: Option<String>| DeclaredDevice {
         device_id,
         device_type: spec.device_type.clone(),
@@ -499,172 +283,11 @@ pub fn declared_count(spec: &SensorFleetSpec) -> u64 {
     spec.devices.len() as u64 + spec.generate.as_ref().map_or(0, |g| u64::from(g.count))
 }
 
-type FieldProblem = (String, String);
-
-fn problem(field: &str, text: impl Into<String>) -> FieldProblem {
-    (field.to_owned(), text.into())
-}
-
-/// Validates a SensorFleet spec; the error is `(field path, problem)`.
-pub fn validate_fleet(spec: &SensorFleetSpec) -> Result<(), FieldProblem> {
-    if !is_valid_device_type(&spec.device_type) {
-        return Err(problem(
-            "spec.deviceType",
-            format!(
-                "{:?} must be 1-64 of [A-Za-z0-9_], e.g. temperature_sensor",
-                spec.device_type
-            ),
-        ));
-    }
-    for (field, value) in [
-        ("spec.publishInterval", &spec.publish_interval),
-        ("spec.offlineAfter", &spec.offline_after),
-    ] {
-        if let Some(text) = value {
-            match parse_duration_ms(text) {
-                Ok(ms) if ms > 0 => {}
-                Ok(_) => return Err(problem(field, "must be more than 0")),
-                Err(e) => return Err(problem(field, e)),
-            }
-        }
-    }
-    if spec.devices.is_empty() && spec.generate.is_none() {
-        return Err(problem(
-            "spec",
-            "declares no device: give spec.devices and/or spec.generate",
-        ));
-    }
-    for (i, device) in spec.devices.iter().enumerate() {
-        if !is_valid_device_id(&device.id) {
-            return Err(problem(
-                &format!("spec.devices[{i}].id"),
-                format!("{:?} must be 1-128 of [A-Za-z0-9._:-]", device.id),
-            ));
-        }
-    }
-    if let Some(generate) = &spec.generate {
-        if generate.count == 0 || generate.count > MAX_GENERATED {
-            return Err(problem(
-                "spec.generate.count",
-                format!("{} must be between 1 and {MAX_GENERATED}", generate.count),
-            ));
-        }
-        let longest = format!("{}{}", generate.id_prefix, generate.count);
-        if !is_valid_device_id(&longest) {
-            return Err(problem(
-                "spec.generate.idPrefix",
-                format!(
-                    "{:?} makes ids that are not 1-128 of [A-Za-z0-9._:-]",
-                    generate.id_prefix
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Validates an AlertRule spec; the error is `(field path, problem)`.
-pub fn validate_rule(spec: &AlertRuleSpec) -> Result<(), FieldProblem> {
-    compile_rule("", spec).map(|_| ())
-}
-
-/// Validates and compiles one AlertRule.
-pub fn compile_rule(name: &str, spec: &AlertRuleSpec) -> Result<CompiledRule, FieldProblem> {
-    if spec.device_type.is_none() && spec.fleet.is_none() {
-        return Err(problem(
-            "spec",
-            "give spec.deviceType and/or spec.fleet to say which devices",
-        ));
-    }
-    if let Some(t) = &spec.device_type
-        && !is_valid_device_type(t)
-    {
-        return Err(problem(
-            "spec.deviceType",
-            format!("{t:?} must be 1-64 of [A-Za-z0-9_]"),
-        ));
-    }
-    if !is_valid_name(&spec.metric, 64) {
-        return Err(problem(
-            "spec.metric",
-            format!(
-                "{:?} must be a field name of [A-Za-z0-9_], e.g. temperature_celsius",
-                spec.metric
-            ),
-        ));
-    }
-    for (field, value) in [
-        ("spec.min", spec.min),
-        ("spec.max", spec.max),
-        ("spec.clearMin", spec.clear_min),
-        ("spec.clearMax", spec.clear_max),
-    ] {
-        if value.is_some_and(|v| !v.is_finite()) {
-            return Err(problem(field, "must be a finite number"));
-        }
-    }
-    if spec.min.is_none() && spec.max.is_none() {
-        return Err(problem("spec", "give spec.min and/or spec.max"));
-    }
-    if let (Some(min), Some(max)) = (spec.min, spec.max)
-        && min > max
-    {
-        return Err(problem(
-            "spec.min",
-            format!("{min} is above spec.max {max}"),
-        ));
-    }
-    match (spec.min, spec.clear_min) {
-        (None, Some(_)) => return Err(problem("spec.clearMin", "needs spec.min")),
-        (Some(min), Some(clear)) if clear < min => {
-            return Err(problem(
-                "spec.clearMin",
-                format!("{clear} must be at or above spec.min {min}"),
-            ));
-        }
-        _ => {}
-    }
-    match (spec.max, spec.clear_max) {
-        (None, Some(_)) => return Err(problem("spec.clearMax", "needs spec.max")),
-        (Some(max), Some(clear)) if clear > max => {
-            return Err(problem(
-                "spec.clearMax",
-                format!("{clear} must be at or below spec.max {max}"),
-            ));
-        }
-        _ => {}
-    }
-    if let (Some(lo), Some(hi)) = (spec.clear_min.or(spec.min), spec.clear_max.or(spec.max))
-        && lo > hi
-    {
-        return Err(problem(
-            "spec.clearMin",
-            format!("the clear band [{lo}, {hi}] is empty"),
-        ));
-    }
-    let for_ms = match &spec.for_duration {
-        None => 0,
-        Some(text) => parse_duration_ms(text).map_err(|e| problem("spec.for", e))?,
-    };
-    Ok(CompiledRule {
-        name: name.to_owned(),
-        device_type: spec.device_type.clone(),
-        fleet: spec.fleet.clone(),
-        metric: spec.metric.clone(),
-        threshold: Threshold {
-            min: spec.min,
-            max: spec.max,
-            clear_min: spec.clear_min,
-            clear_max: spec.clear_max,
-        },
-        for_ms,
-        severity: spec.severity,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::Severity;
+    use crate::crd::fleet::GenerateSpec;
 
     const FLEET: &str = r#"
 apiVersion: iot.sensorfleet.dev/v1alpha1

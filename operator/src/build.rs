@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use sensorfleet_model::Pipeline;
-use sensorfleet_model::pipeline::{PipelineSpec, ResourceAmounts, ResourcesSpec};
+use sensorfleet_model::crd::pipeline::{PipelineSpec, ResourceAmounts, ResourcesSpec};
 
 use crate::Error;
 
@@ -478,7 +478,7 @@ fn service(owner: &Owner, worker: Worker) -> Service {
     }
 }
 
-fn api_ingress(owner: &Owner, ingress: &sensorfleet_model::pipeline::IngressSpec) -> Ingress {
+fn api_ingress(owner: &Owner, ingress: &sensorfleet_model::crd::pipeline::IngressSpec) -> Ingress {
     let service = Worker::Api.object_name(&owner.name);
     Ingress {
         metadata: owner.meta(service.clone(), "api"),

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_backends::{BackendError, DeviceRecord, Registry};
-use sensorfleet_model::manifest::{CompiledRule, declared_devices};
+use sensorfleet_model::CompiledRule;
+use sensorfleet_model::manifest::declared_devices;
 use sensorfleet_model::{Alert, AlertPhase, SensorFleetSpec};
 use tokio::sync::Mutex;
 
@@ -158,7 +159,7 @@ pub fn rule_activity(alerts: &[Alert], rule: &str) -> (u64, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sensorfleet_model::manifest::compile_rule;
+    use sensorfleet_model::crd::rule::compile_rule;
     use sensorfleet_model::{AlertKind, AlertRuleSpec, Severity};
 
     #[test]

@@ -1,8 +1,8 @@
 //! How many Kafka partitions and processor replicas a pipeline gets: pure arithmetic.
 
+use sensorfleet_model::crd::pipeline::KafkaSpec;
 use sensorfleet_model::manifest::declared_count;
-use sensorfleet_model::pipeline::KafkaSpec;
-use sensorfleet_model::{SensorFleetSpec, pipeline::ProcessorSpec};
+use sensorfleet_model::{SensorFleetSpec, crd::pipeline::ProcessorSpec};
 
 /// What the declared devices ask for and what the topic will have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn processor_replicas(partitions: i32, processor: &ProcessorSpec) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sensorfleet_model::manifest::GenerateSpec;
+    use sensorfleet_model::crd::fleet::GenerateSpec;
 
     fn kafka(per: u32, min: i32, max: i32) -> KafkaSpec {
         KafkaSpec {

@@ -2,8 +2,10 @@
 //! non-empty list becomes `Ready=False reason=InvalidSpec` and the reconciler waits for
 //! an edit instead of retrying.
 
-use sensorfleet_model::manifest::{validate_fleet, validate_rule};
-use sensorfleet_model::pipeline::{Problem, is_dns_label, validate_pipeline};
+use sensorfleet_model::crd::fleet::validate_fleet;
+use sensorfleet_model::crd::pipeline::validate_pipeline;
+use sensorfleet_model::crd::rule::validate_rule;
+use sensorfleet_model::crd::{Problem, is_dns_label};
 use sensorfleet_model::{AlertRuleSpec, PipelineSpec, SensorFleetSpec};
 
 /// Longest condition message; the API server allows 32 KiB, `kubectl get` shows less.
@@ -17,35 +19,31 @@ pub fn pipeline(spec: &PipelineSpec) -> Vec<Problem> {
 /// The problems of a SensorFleet spec (the same rules `up -f` applies).
 pub fn fleet(spec: &SensorFleetSpec) -> Vec<Problem> {
     let mut problems = pipeline_ref(spec.pipeline.as_deref());
-    if let Err((field, message)) = validate_fleet(spec) {
-        problems.push(Problem { field, message });
-    }
+    problems.extend(validate_fleet(spec));
     problems
 }
 
 /// The problems of an AlertRule spec (the same rules `up -f` applies).
 pub fn rule(spec: &AlertRuleSpec) -> Vec<Problem> {
     let mut problems = pipeline_ref(spec.pipeline.as_deref());
-    if let Err((field, message)) = validate_rule(spec) {
-        problems.push(Problem { field, message });
-    }
+    problems.extend(validate_rule(spec));
     if let Some(fleet) = &spec.fleet
         && !is_dns_label(fleet)
     {
-        problems.push(Problem {
-            field: "spec.fleet".into(),
-            message: format!("{fleet:?} must be a SensorFleet's metadata.name"),
-        });
+        problems.push(Problem::new(
+            "spec.fleet",
+            format!("{fleet:?} must be a SensorFleet's metadata.name"),
+        ));
     }
     problems
 }
 
 fn pipeline_ref(name: Option<&str>) -> Vec<Problem> {
     match name {
-        Some(name) if !is_dns_label(name) => vec![Problem {
-            field: "spec.pipeline".into(),
-            message: format!("{name:?} must be a Pipeline's metadata.name"),
-        }],
+        Some(name) if !is_dns_label(name) => vec![Problem::new(
+            "spec.pipeline",
+            format!("{name:?} must be a Pipeline's metadata.name"),
+        )],
         _ => Vec::new(),
     }
 }

@@ -28,7 +28,7 @@ use sensorfleet_backends::Registry;
 use sensorfleet_backends::conformance::service_url;
 use sensorfleet_backends::event_log::kafka::{KafkaAdmin, KafkaOptions};
 use sensorfleet_backends::registry::postgres::PostgresRegistry;
-use sensorfleet_model::status::{ConditionStatus, READY, TOPIC_READY, find_condition};
+use sensorfleet_model::crd::status::{ConditionStatus, READY, TOPIC_READY, find_condition};
 use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
 use sensorfleet_operator::controller::{self, Context};
 use sensorfleet_operator::crdgen;
@@ -194,7 +194,7 @@ impl Running {
 async fn pipeline_status<T>(
     pipelines: &Api<Pipeline>,
     what: &str,
-    check: impl Fn(&sensorfleet_model::status::PipelineStatus) -> Option<T>,
+    check: impl Fn(&sensorfleet_model::crd::status::PipelineStatus) -> Option<T>,
 ) -> T {
     eventually(what, || async {
         let status = pipelines.get("main").await.ok()?.status?;
@@ -742,7 +742,7 @@ async fn converge_1000_fleets_and_200_rules() {
         .await;
     assert!(created.iter().all(Result::is_ok), "every object created");
     let created_in = started.elapsed();
-    let ready = |conditions: &[sensorfleet_model::status::Condition]| {
+    let ready = |conditions: &[sensorfleet_model::crd::status::Condition]| {
         find_condition(conditions, READY).is_some_and(|c| c.status == ConditionStatus::True)
     };
     let deadline = Instant::now() + Duration::from_secs(600);

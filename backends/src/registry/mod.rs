@@ -7,7 +7,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use sensorfleet_model::Alert;
-use sensorfleet_model::manifest::CompiledRule;
+use sensorfleet_model::CompiledRule;
 
 use crate::BackendError;
 

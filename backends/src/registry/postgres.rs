@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sensorfleet_model::Alert;
+use sensorfleet_model::CompiledRule;
 use sensorfleet_model::analytics::alert::Threshold;
-use sensorfleet_model::manifest::CompiledRule;
 use sensorfleet_model::reading::parse_ts;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};

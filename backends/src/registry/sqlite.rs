@@ -2,7 +2,7 @@
 //! file ([`SqliteStore`]).
 
 use async_trait::async_trait;
-use sensorfleet_model::manifest::CompiledRule;
+use sensorfleet_model::CompiledRule;
 use sensorfleet_model::reading::parse_ts;
 use sensorfleet_model::{Alert, Severity};
 use sqlx::{QueryBuilder, Row, Sqlite};

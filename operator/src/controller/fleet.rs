@@ -1,186 +1,91 @@
 //! SensorFleet → its devices in the pipeline's registry (`devices`), removed on delete.
 
-use std::sync::Arc;
-
-use kube::api::Api;
-use kube::runtime::controller::Action;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Resource, ResourceExt};
-use sensorfleet_model::SensorFleet;
+use sensorfleet_backends::DeviceRecord;
+use sensorfleet_model::crd::status::SensorFleetStatus;
 use sensorfleet_model::manifest::declared_count;
-use sensorfleet_model::status::{
-    Condition, ConditionStatus, READY, REASON_INVALID_SPEC, REASON_PAUSED, REASON_RECONCILED,
-    SensorFleetStatus, find_condition, set_condition,
-};
+use sensorfleet_model::{Problem, SensorFleet};
 
-use super::{
-    Context, Unresolved, now, patch_status_if_changed, pipeline_registry, retry_dependency,
-};
+use super::mirrored::Mirrored;
+use super::{Context, PipelineRegistry};
 use crate::mirror::device_records;
-use crate::{Error, FINALIZER, validate};
+use crate::{Error, validate};
 
-/// One reconcile of a SensorFleet, inside the finalizer that cleans the mirror.
-pub async fn reconcile(fleet: Arc<SensorFleet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = fleet
-        .namespace()
-        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let api: Api<SensorFleet> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, fleet, |event| async {
-        match event {
-            Finalizer::Apply(fleet) => apply(fleet, &ctx, &api, &namespace).await,
-            Finalizer::Cleanup(fleet) => cleanup(fleet, &ctx, &namespace).await,
-        }
-    })
-    .await
-    .map_err(Error::from)
-}
+impl Mirrored for SensorFleet {
+    const ROWS: &'static str = "devices";
+    const REMOVE: &'static str = "RemoveDevices";
+    type Desired = Vec<DeviceRecord>;
 
-async fn apply(
-    fleet: Arc<SensorFleet>,
-    ctx: &Context,
-    api: &Api<SensorFleet>,
-    namespace: &str,
-) -> Result<Action, Error> {
-    let name = fleet.name_any();
-    let old = fleet.status.clone();
-    let generation = fleet.meta().generation;
-    let at = now();
-    let mut status = old.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    status.device_count = declared_count(&fleet.spec);
-
-    if fleet.spec.paused {
-        set_ready(
-            &mut status,
-            ConditionStatus::Unknown,
-            REASON_PAUSED,
-            "spec.paused is true: the mirror is left as it is".into(),
-            &at,
-        );
-        patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await?;
-        return Ok(Action::await_change());
+    fn paused(&self) -> bool {
+        self.spec.paused
     }
-    let problems = validate::fleet(&fleet.spec);
-    if !problems.is_empty() {
-        let message = validate::summary(&problems);
-        set_ready(
-            &mut status,
-            ConditionStatus::False,
-            REASON_INVALID_SPEC,
-            message.clone(),
-            &at,
-        );
-        if patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await? {
+
+    fn desired(&self) -> Result<Self::Desired, Vec<Problem>> {
+        let problems = validate::fleet(&self.spec);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(device_records(&self.name_any(), &self.spec))
+    }
+
+    fn declare(&self, status: &mut SensorFleetStatus) {
+        status.device_count = declared_count(&self.spec);
+    }
+
+    async fn pipeline(&self, _ctx: &Context, _namespace: &str) -> Result<Option<String>, Error> {
+        Ok(self.spec.pipeline.clone())
+    }
+
+    async fn mirror(
+        &self,
+        ctx: &Context,
+        registry: &PipelineRegistry,
+        records: Vec<DeviceRecord>,
+        _status: &mut SensorFleetStatus,
+        unchanged: bool,
+    ) -> Result<String, Error> {
+        let (pipeline, target) = (&registry.name, &registry.target);
+        // An unchanged, mirrored fleet writes nothing: checking its first and last device
+        // is two indexed reads, and catches a registry that was wiped or restored.
+        let intact = match (records.first(), records.last()) {
+            (Some(first), Some(last)) => {
+                target.registry.device(&first.device_id).await?.is_some()
+                    && target.registry.device(&last.device_id).await?.is_some()
+            }
+            _ => true,
+        };
+        if !(unchanged && intact) {
+            target.registry.upsert_devices(&records).await?;
+            let keep: Vec<String> = records.iter().map(|r| r.device_id.clone()).collect();
+            let pruned = target.registry.prune_fleet(&self.name_any(), &keep).await?;
             ctx.event(
-                fleet.as_ref(),
-                EventType::Warning,
-                REASON_INVALID_SPEC,
-                "Validate",
-                message,
+                self,
+                EventType::Normal,
+                "Mirrored",
+                "MirrorDevices",
+                format!(
+                    "{} devices in the registry of Pipeline {pipeline}; {pruned} no longer declared removed",
+                    records.len()
+                ),
             )
             .await;
         }
-        return Ok(Action::await_change());
-    }
-    let (pipeline, target) =
-        match pipeline_registry(ctx, namespace, fleet.spec.pipeline.as_deref()).await? {
-            Ok(found) => found,
-            Err(Unresolved { reason, message }) => {
-                set_ready(&mut status, ConditionStatus::False, reason, message, &at);
-                patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await?;
-                return Ok(retry_dependency());
-            }
-        };
-
-    let records = device_records(&name, &fleet.spec);
-    let was_ready = old
-        .as_ref()
-        .is_some_and(|s| s.observed_generation == generation && is_ready(s));
-    // An unchanged, mirrored fleet writes nothing: checking its first and last device
-    // is two indexed reads, and catches a registry that was wiped or restored.
-    let intact = match (records.first(), records.last()) {
-        (Some(first), Some(last)) => {
-            target.registry.device(&first.device_id).await?.is_some()
-                && target.registry.device(&last.device_id).await?.is_some()
-        }
-        _ => true,
-    };
-    if !(was_ready && intact) {
-        target.registry.upsert_devices(&records).await?;
-        let keep: Vec<String> = records.iter().map(|r| r.device_id.clone()).collect();
-        let pruned = target.registry.prune_fleet(&name, &keep).await?;
-        ctx.event(
-            fleet.as_ref(),
-            EventType::Normal,
-            "Mirrored",
-            "MirrorDevices",
-            format!(
-                "{} devices in the registry of Pipeline {pipeline}; {pruned} no longer declared removed",
-                records.len()
-            ),
-        )
-        .await;
-    }
-    set_ready(
-        &mut status,
-        ConditionStatus::True,
-        REASON_RECONCILED,
-        format!(
+        Ok(format!(
             "{} devices mirrored to the registry of Pipeline {pipeline}",
             records.len()
-        ),
-        &at,
-    );
-    patch_status_if_changed(api, fleet.as_ref(), old.as_ref(), &status).await?;
-    Ok(Action::requeue(ctx.resync))
-}
-
-/// Removes the fleet's devices from the registry. When the Pipeline or its Secret is
-/// gone there is nothing left to clean through: the finalizer is released anyway (a
-/// fleet must stay deletable), with a Warning Event saying what was left behind.
-async fn cleanup(fleet: Arc<SensorFleet>, ctx: &Context, namespace: &str) -> Result<Action, Error> {
-    let name = fleet.name_any();
-    match pipeline_registry(ctx, namespace, fleet.spec.pipeline.as_deref()).await? {
-        Ok((pipeline, target)) => {
-            let removed = target.registry.prune_fleet(&name, &[]).await?;
-            ctx.event(
-                fleet.as_ref(),
-                EventType::Normal,
-                "MirrorRemoved",
-                "RemoveDevices",
-                format!("{removed} devices removed from the registry of Pipeline {pipeline}"),
-            )
-            .await;
-        }
-        Err(Unresolved { message, .. }) => {
-            ctx.event(
-                fleet.as_ref(),
-                EventType::Warning,
-                "MirrorNotCleaned",
-                "RemoveDevices",
-                format!("devices left in the registry: {message}"),
-            )
-            .await;
-        }
+        ))
     }
-    Ok(Action::await_change())
-}
 
-fn set_ready(
-    status: &mut SensorFleetStatus,
-    state: ConditionStatus,
-    reason: &str,
-    message: String,
-    now: &str,
-) {
-    let generation = status.observed_generation;
-    set_condition(
-        &mut status.conditions,
-        Condition::new(READY, state, reason, message, generation, now),
-    );
-}
-
-fn is_ready(status: &SensorFleetStatus) -> bool {
-    find_condition(&status.conditions, READY).is_some_and(|c| c.status == ConditionStatus::True)
+    async fn unmirror(&self, registry: &PipelineRegistry) -> Result<String, Error> {
+        let removed = registry
+            .target
+            .registry
+            .prune_fleet(&self.name_any(), &[])
+            .await?;
+        Ok(format!(
+            "{removed} devices removed from the registry of Pipeline {}",
+            registry.name
+        ))
+    }
 }

@@ -1,8 +1,11 @@
 //! The three controllers (kube-runtime), their shared context and the pieces every
 //! reconcile uses: status patches that happen only on change, Events, per-object
-//! exponential backoff.
+//! exponential backoff, and the halt of a paused object or an invalid spec. The
+//! SensorFleet and AlertRule reconcilers share one finalizer and mirror flow
+//! (`mirrored`).
 
 pub mod fleet;
+mod mirrored;
 pub mod pipeline;
 pub mod rule;
 
@@ -16,12 +19,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::object::HasStatus;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
+use sensorfleet_model::crd::status::{
+    ConditionStatus, HasConditions, REASON_INVALID_SPEC, REASON_PAUSED,
+};
+use sensorfleet_model::{AlertRule, Pipeline, Problem, SensorFleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -199,6 +206,66 @@ where
     Ok(true)
 }
 
+/// Why a reconcile stops before doing anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Halt {
+    /// `spec.paused` is true; the text says what is left as it is.
+    Paused(&'static str),
+    /// The spec has these problems.
+    Invalid(Vec<Problem>),
+}
+
+impl Halt {
+    /// Sets `Ready` for the halt: `Unknown`/`Paused`, or `False`/`InvalidSpec` naming
+    /// every problem. Returns the condition message.
+    pub fn set_ready<S: HasConditions>(&self, status: &mut S, now: &str) -> String {
+        let (state, reason, message) = match self {
+            Self::Paused(left) => (
+                ConditionStatus::Unknown,
+                REASON_PAUSED,
+                format!("spec.paused is true: {left}"),
+            ),
+            Self::Invalid(problems) => (
+                ConditionStatus::False,
+                REASON_INVALID_SPEC,
+                validate::summary(problems),
+            ),
+        };
+        status.set_ready(state, reason, message.clone(), now);
+        message
+    }
+}
+
+/// Writes the status of a halted reconcile (with a Warning Event when an invalid spec
+/// is news) and waits: an edit of the spec triggers the next reconcile, retrying now
+/// cannot help.
+pub async fn halt<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+    mut status: K::Status,
+    halt: Halt,
+    now: &str,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + HasStatus + Clone + DeserializeOwned + Debug,
+    K::Status: HasConditions + Serialize + PartialEq,
+{
+    let message = halt.set_ready(&mut status, now);
+    let changed = patch_status_if_changed(api, obj, obj.status(), &status).await?;
+    if changed && matches!(halt, Halt::Invalid(_)) {
+        ctx.event(
+            obj,
+            EventType::Warning,
+            REASON_INVALID_SPEC,
+            "Validate",
+            message,
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
 /// Why an object's registry cannot be reached; becomes the Ready condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unresolved {
@@ -208,13 +275,21 @@ pub struct Unresolved {
     pub message: String,
 }
 
+/// A Pipeline and its registry.
+pub struct PipelineRegistry {
+    /// The Pipeline's name.
+    pub name: String,
+    /// Its registry.
+    pub target: Arc<MirrorTarget>,
+}
+
 /// The Pipeline an object belongs to and its registry: the dereference step shared by
 /// the SensorFleet and AlertRule reconcilers.
 pub async fn pipeline_registry(
     ctx: &Context,
     namespace: &str,
     named: Option<&str>,
-) -> Result<Result<(String, Arc<MirrorTarget>), Unresolved>, Error> {
+) -> Result<Result<PipelineRegistry, Unresolved>, Error> {
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), namespace);
     let names: Vec<String> = pipelines
         .list_metadata(&ListParams::default())
@@ -255,7 +330,7 @@ pub async fn pipeline_registry(
         }));
     };
     let target = ctx.registries.get(url.trim()).await?;
-    Ok(Ok((name, target)))
+    Ok(Ok(PipelineRegistry { name, target }))
 }
 
 /// Requeue for an object waiting on a missing dependency.
@@ -330,41 +405,38 @@ pub async fn run(
         )
         .for_each(log_result);
 
-    let fleets = Controller::new(
-        api_for::<SensorFleet>(&client, ns),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(signal(&shutdown_tx))
-    .run(
-        |obj, ctx| {
-            let inner = fleet::reconcile(obj.clone(), ctx.clone());
-            tracked(obj, ctx, inner)
-        },
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(log_result);
-
-    let rules = Controller::new(
-        api_for::<AlertRule>(&client, ns),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(signal(&shutdown_tx))
-    .run(
-        |obj, ctx| {
-            let inner = rule::reconcile(obj.clone(), ctx.clone());
-            tracked(obj, ctx, inner)
-        },
-        error_policy,
-        ctx,
-    )
-    .for_each(log_result);
+    let fleets = mirror_controller::<SensorFleet>(&client, ns, signal(&shutdown_tx), ctx.clone());
+    let rules = mirror_controller::<AlertRule>(&client, ns, signal(&shutdown_tx), ctx);
 
     let stop = async move {
         shutdown.await;
         let _ = shutdown_tx.send(());
     };
     tokio::join!(pipelines, fleets, rules, stop);
+}
+
+/// The controller of a mirrored kind: the SensorFleet and AlertRule controllers differ
+/// only in the kind.
+fn mirror_controller<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()>
+where
+    K: mirrored::Mirrored,
+{
+    Controller::new(api_for::<K>(client, namespace), watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |obj, ctx| {
+                let inner = mirrored::reconcile(obj.clone(), ctx.clone());
+                tracked(obj, ctx, inner)
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(log_result)
 }
 
 async fn log_result<K, E1: std::fmt::Display>(result: Result<(ObjectRef<K>, Action), E1>)
@@ -381,6 +453,36 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_halt_sets_ready_for_the_generation() {
+        use sensorfleet_model::crd::status::{PipelineStatus, READY, find_condition};
+
+        let mut status = PipelineStatus {
+            observed_generation: Some(2),
+            ..Default::default()
+        };
+        let invalid = Halt::Invalid(vec![Problem::new("spec.image", "empty")]);
+        assert_eq!(invalid.set_ready(&mut status, "t"), "spec.image: empty");
+        assert!(status.is_invalid());
+        let ready = find_condition(&status.conditions, READY).expect("Ready");
+        assert_eq!(
+            (
+                ready.status,
+                ready.message.as_str(),
+                ready.observed_generation
+            ),
+            (ConditionStatus::False, "spec.image: empty", Some(2))
+        );
+        status.observed_generation = Some(3);
+        Halt::Paused("the workers are left as they are").set_ready(&mut status, "t2");
+        let ready = find_condition(&status.conditions, READY).expect("Ready");
+        assert_eq!(
+            (ready.status, ready.reason.as_str()),
+            (ConditionStatus::Unknown, REASON_PAUSED)
+        );
+        assert!(!status.is_invalid());
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -10,15 +10,15 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use sensorfleet_model::status::{
-    Condition, ConditionStatus, DEGRADED, PipelineStatus, READY, REASON_INVALID_SPEC,
-    REASON_PAUSED, REASON_RECONCILED, TOPIC_READY, WorkerReplicas, find_condition, set_condition,
+use sensorfleet_model::crd::status::{
+    Condition, ConditionStatus, DEGRADED, PipelineStatus, READY, REASON_RECONCILED, TOPIC_READY,
+    WorkerReplicas, set_condition,
 };
 use sensorfleet_model::{Pipeline, SensorFleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Context, now, patch_status_if_changed};
+use super::{Context, Halt, halt, now, patch_status_if_changed};
 use crate::build::{self, Replicas, Worker};
 use crate::partitions::{self, PartitionPlan};
 use crate::topic::{PartitionCount, TopicError, TopicRequest};
@@ -38,27 +38,17 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
     let generation = pipeline.meta().generation;
     let at = now();
 
-    if pipeline.spec.paused {
-        let status = paused(old.clone().unwrap_or_default(), generation, &at);
-        patch_status_if_changed(&api, pipeline.as_ref(), old.as_ref(), &status).await?;
-        return Ok(Action::await_change());
-    }
-    let problems = validate::pipeline(&pipeline.spec);
-    if !problems.is_empty() {
-        let message = validate::summary(&problems);
-        let status = invalid(old.clone().unwrap_or_default(), generation, &message, &at);
-        if patch_status_if_changed(&api, pipeline.as_ref(), old.as_ref(), &status).await? {
-            ctx.event(
-                pipeline.as_ref(),
-                EventType::Warning,
-                REASON_INVALID_SPEC,
-                "Validate",
-                message,
-            )
-            .await;
-        }
-        // An edit of the spec triggers the next reconcile; retrying now cannot help.
-        return Ok(Action::await_change());
+    let halted = if pipeline.spec.paused {
+        Some(Halt::Paused("the workers are left as they are"))
+    } else {
+        Some(validate::pipeline(&pipeline.spec))
+            .filter(|problems| !problems.is_empty())
+            .map(Halt::Invalid)
+    };
+    if let Some(halted) = halted {
+        let mut status = old.unwrap_or_default();
+        status.observed_generation = generation;
+        return halt(&ctx, &api, pipeline.as_ref(), status, halted, &at).await;
     }
 
     // Dereference: the fleets that belong to this pipeline.
@@ -187,45 +177,6 @@ where
     Ok(())
 }
 
-/// Status while `spec.paused` is true: everything else kept as it was.
-pub fn paused(mut status: PipelineStatus, generation: Option<i64>, now: &str) -> PipelineStatus {
-    status.observed_generation = generation;
-    set_condition(
-        &mut status.conditions,
-        Condition::new(
-            READY,
-            ConditionStatus::Unknown,
-            REASON_PAUSED,
-            "spec.paused is true: the workers are left as they are",
-            generation,
-            now,
-        ),
-    );
-    status
-}
-
-/// Status of a spec that does not validate: the workers stay as last applied.
-pub fn invalid(
-    mut status: PipelineStatus,
-    generation: Option<i64>,
-    message: &str,
-    now: &str,
-) -> PipelineStatus {
-    status.observed_generation = generation;
-    set_condition(
-        &mut status.conditions,
-        Condition::new(
-            READY,
-            ConditionStatus::False,
-            REASON_INVALID_SPEC,
-            message,
-            generation,
-            now,
-        ),
-    );
-    status
-}
-
 /// Status after an apply: partitions, replicas and the three conditions.
 pub fn applied(
     mut status: PipelineStatus,
@@ -307,13 +258,10 @@ pub fn applied(
     status
 }
 
-/// Whether the status says the spec is invalid (used by tests and the fleet mapper).
-pub fn is_invalid(status: &PipelineStatus) -> bool {
-    find_condition(&status.conditions, READY).is_some_and(|c| c.reason == REASON_INVALID_SPEC)
-}
-
 #[cfg(test)]
 mod tests {
+    use sensorfleet_model::crd::status::find_condition;
+
     use super::*;
 
     fn plan(declared: u64, wanted: i32, target: i32) -> PartitionPlan {
@@ -408,23 +356,5 @@ mod tests {
         assert_eq!(degraded.status, ConditionStatus::True);
         assert_eq!(degraded.reason, "KafkaUnreachable");
         assert!(degraded.message.contains("wanted 50"));
-    }
-
-    #[test]
-    fn invalid_and_paused_set_ready() {
-        let status = invalid(PipelineStatus::default(), Some(2), "spec.image: empty", "t");
-        assert!(is_invalid(&status));
-        let ready = find_condition(&status.conditions, READY).expect("Ready");
-        assert_eq!(
-            (ready.status, ready.message.as_str()),
-            (ConditionStatus::False, "spec.image: empty")
-        );
-        let status = paused(status, Some(3), "t2");
-        let ready = find_condition(&status.conditions, READY).expect("Ready");
-        assert_eq!(
-            (ready.status, ready.reason.as_str()),
-            (ConditionStatus::Unknown, REASON_PAUSED)
-        );
-        assert!(!is_invalid(&status));
     }
 }

@@ -12,8 +12,8 @@ use sensorfleet_backends::{
     BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer,
     Record, Registry, Topic,
 };
-use sensorfleet_model::manifest::{CompiledRule, DeclaredDevice};
 use sensorfleet_model::{Alert, Reading};
+use sensorfleet_model::{CompiledRule, DeclaredDevice};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 

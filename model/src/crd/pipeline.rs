@@ -8,9 +8,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::duration::parse_duration_ms;
-use crate::manifest::DURATION_PATTERN;
-use crate::status::PipelineStatus;
+use super::status::PipelineStatus;
+use super::{Problem, is_dns_label};
+use crate::duration::{DURATION_PATTERN, parse_duration_ms};
 
 /// Largest `kafka.maxPartitions`: beyond this a single topic is better split.
 pub const MAX_PARTITIONS: i32 = 10_000;
@@ -343,32 +343,12 @@ fn default_moving_average() -> u32 {
     10
 }
 
-/// One thing wrong with a spec: the dotted field path and what is wrong there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// e.g. `spec.kafka.minPartitions`.
-    pub field: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
 /// Every problem of a Pipeline spec, not only the first, so one edit can fix them all.
 /// The API server's schema catches types and ranges; this catches what a schema cannot
 /// say (URL schemes, min ≤ max, a window the processor can parse).
 pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut add = |field: &str, message: String| {
-        problems.push(Problem {
-            field: field.to_owned(),
-            message,
-        })
-    };
+    let mut add = |field: &str, message: String| problems.push(Problem::new(field, message));
     if spec.image.trim().is_empty() {
         add("spec.image", "must name the sensorfleet image".into());
     }
@@ -530,17 +510,6 @@ fn is_topic_name(name: &str) -> bool {
 
 fn is_host_name(host: &str) -> bool {
     !host.is_empty() && host.len() <= 253 && host.split('.').all(is_dns_label)
-}
-
-/// A DNS-1123 label: what Kubernetes allows as most object names.
-pub fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 #[cfg(test)]

@@ -96,6 +96,64 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// A status with conditions: one way for every kind to set and read its `Ready`.
+pub trait HasConditions {
+    /// The conditions, in the order first set.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// The conditions, read only.
+    fn conditions(&self) -> &[Condition];
+    /// The `metadata.generation` the status was computed from.
+    fn observed_generation(&self) -> Option<i64>;
+    /// Records the `metadata.generation` the status is computed from.
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+
+    /// Sets `Ready` for the status's observed generation.
+    fn set_ready(
+        &mut self,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+        now: &str,
+    ) {
+        let generation = self.observed_generation();
+        set_condition(
+            self.conditions_mut(),
+            Condition::new(READY, status, reason, message, generation, now),
+        );
+    }
+
+    /// Whether `Ready` is `True`.
+    fn is_ready(&self) -> bool {
+        find_condition(self.conditions(), READY).is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    /// Whether `Ready` says the spec is invalid.
+    fn is_invalid(&self) -> bool {
+        find_condition(self.conditions(), READY).is_some_and(|c| c.reason == REASON_INVALID_SPEC)
+    }
+}
+
+macro_rules! has_conditions {
+    ($($status:ty),*) => {$(
+        impl HasConditions for $status {
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn observed_generation(&self) -> Option<i64> {
+                self.observed_generation
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+        }
+    )*};
+}
+
+has_conditions!(SensorFleetStatus, AlertRuleStatus, PipelineStatus);
+
 /// What the operator reports about a SensorFleet.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -196,5 +254,25 @@ mod tests {
             find_condition(&conditions, DEGRADED).map(|c| c.last_transition_time.as_str()),
             Some("t4")
         );
+    }
+
+    #[test]
+    fn ready_is_set_for_the_observed_generation() {
+        let mut status = AlertRuleStatus {
+            observed_generation: Some(7),
+            ..Default::default()
+        };
+        assert!(!status.is_ready());
+        status.set_ready(
+            ConditionStatus::False,
+            REASON_INVALID_SPEC,
+            "spec.min: x",
+            "t1",
+        );
+        assert!(status.is_invalid() && !status.is_ready());
+        status.set_ready(ConditionStatus::True, REASON_RECONCILED, "", "t2");
+        let ready = find_condition(&status.conditions, READY).expect("Ready");
+        assert_eq!(ready.observed_generation, Some(7));
+        assert!(status.is_ready() && !status.is_invalid());
     }
 }
