@@ -188,6 +188,17 @@ fn bad_point(
     })
 }
 
+/// Whether a refused write is about its points (a time outside InfluxDB's range, a field
+/// type conflict, points beyond the retention policy, a series or value limit, a body too
+/// large: 400, 413, 422) rather than about the request's configuration (401/403 no
+/// permission, 404 no such database or bucket), which is no point's fault.
+fn refusal_is_content(status: StatusCode, message: &str) -> bool {
+    let about_target = ["database not found", "bucket not found", "authoriz"]
+        .iter()
+        .any(|m| message.to_ascii_lowercase().contains(m));
+    matches!(status.as_u16(), 400 | 413 | 422) && !about_target
+}
+
 /// Names a reading the way errors and logs do.
 fn describe(reading: &Reading) -> String {
     format!(
@@ -538,9 +549,18 @@ impl InfluxStore {
                         )
                     }
                 };
-                Err(BackendError::Rejected {
-                    backend: BACKEND,
-                    detail: format!("InfluxDB refused a write (HTTP {status}): {message}; {point}"),
+                let detail =
+                    format!("InfluxDB refused a write (HTTP {status}): {message}; {point}");
+                Err(if refusal_is_content(status, &message) {
+                    BackendError::Content {
+                        backend: BACKEND,
+                        detail,
+                    }
+                } else {
+                    BackendError::Rejected {
+                        backend: BACKEND,
+                        detail,
+                    }
                 })
             }
             Err(failure) => Err(failure.into_error("writing readings")),
@@ -559,7 +579,7 @@ impl TimeSeries for InfluxStore {
         // written because of its content.
         for reading in readings {
             if let Err(e) = line::check_reading(reading) {
-                return Err(BackendError::Rejected {
+                return Err(BackendError::Content {
                     backend: BACKEND,
                     detail: format!("{} cannot be written: {e}", describe(reading)),
                 });
@@ -757,6 +777,43 @@ mod tests {
                        \"u\" is type float, already exists as type string dropped=2";
         assert_eq!(bad_point(message, &body, &lines, &readings), Some(1));
         assert_eq!(bad_point("something else", &body, &lines, &readings), None);
+    }
+
+    #[test]
+    fn point_refusals_are_content_and_configuration_refusals_are_not() {
+        let status = |code| StatusCode::from_u16(code).expect("a status");
+        for (code, message) in [
+            (
+                400,
+                "partial write: field type conflict: input field \"v\" dropped=1",
+            ),
+            (
+                400,
+                "unable to parse 't v=1 -99999999999999999999': time outside range",
+            ),
+            (
+                400,
+                "partial write: points beyond retention policy dropped=1",
+            ),
+            (413, "Request Entity Too Large"),
+            (422, "failure writing points to database: partial write"),
+        ] {
+            assert!(
+                refusal_is_content(status(code), message),
+                "{code} {message}"
+            );
+        }
+        for (code, message) in [
+            (401, "authorization failed"),
+            (403, "not authorized to execute statement"),
+            (404, "database not found: \"sensors\""),
+            (400, "bucket not found"),
+        ] {
+            assert!(
+                !refusal_is_content(status(code), message),
+                "{code} {message}"
+            );
+        }
     }
 
     #[test]
