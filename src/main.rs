@@ -174,6 +174,22 @@ struct BridgeArgs {
     /// Largest accepted payload in bytes; larger ones are dead-lettered.
     #[arg(long, default_value_t = 16 * 1024, env = "SENSORFLEET_MAX_PAYLOAD_BYTES")]
     max_payload_bytes: usize,
+    /// Oldest accepted reading, by its timestamp: older ones are dead-lettered as
+    /// `too_old` (0: no limit but what the stores can hold, 1677-09-21 on).
+    #[arg(long, default_value = "7d", value_parser = parse_duration, env = "SENSORFLEET_MAX_AGE")]
+    max_age: Duration,
+    /// Most devices no fleet declares that this bridge accepts; readings of further
+    /// undeclared devices are dead-lettered as `too_many_devices`.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "SENSORFLEET_MAX_UNDECLARED_DEVICES"
+    )]
+    max_undeclared_devices: usize,
+    /// Most distinct locations per device (each is an InfluxDB series); a reading with
+    /// a further one is dead-lettered as `too_many_locations`.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..), env = "SENSORFLEET_MAX_LOCATIONS_PER_DEVICE")]
+    max_locations_per_device: u16,
     /// Most messages written to the sinks in one batch (and acknowledged together).
     #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=100_000), env = "SENSORFLEET_BRIDGE_BATCH_MAX")]
     batch_max: u32,
@@ -596,6 +612,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 share_group: args.share_group,
                 connections: args.connections,
                 max_payload_bytes: args.max_payload_bytes,
+                max_age: args.max_age,
+                book: sensorfleet_workers::bridge::book::BookLimits {
+                    max_undeclared: args.max_undeclared_devices,
+                    max_locations: args.max_locations_per_device.into(),
+                },
                 batch_max: args.batch_max as usize,
                 linger: std::time::Duration::from_millis(args.linger_ms.into()),
             };

@@ -73,6 +73,15 @@ impl ApiError {
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         tracing::warn!(error = %e, "backend error answering a request");
+        // The request's data was refused (e.g. text the store cannot hold): the caller's
+        // to fix, and the service carries on.
+        if e.is_content() {
+            return Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused",
+                format!("{e}; change the request"),
+            );
+        }
         let status = if e.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE
         } else {

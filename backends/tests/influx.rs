@@ -521,10 +521,13 @@ async fn a_field_type_conflict_is_rejected_naming_the_point() {
         .write(&[good, bad])
         .await
         .expect_err("a float into a string field must fail");
-    let BackendError::Rejected { detail, .. } = &error else {
-        panic!("expected Rejected, got {error:?}");
+    // The point's content, not the configuration: the caller dead-letters that reading
+    // and writes the rest.
+    let BackendError::Content { detail, .. } = &error else {
+        panic!("expected Content, got {error:?}");
     };
     assert!(!error.is_transient());
+    assert!(error.is_content());
     assert!(
         detail.contains("field type conflict"),
         "InfluxDB's reason: {detail}"
@@ -532,6 +535,45 @@ async fn a_field_type_conflict_is_rejected_naming_the_point() {
     assert!(
         detail.contains("device door-2 at 2026-05-28T20:00:02.000Z"),
         "names the point: {detail}"
+    );
+}
+
+/// What InfluxDB refuses because of a point (a time outside its range) is `Content`; a
+/// database that does not exist is `Rejected`: no point's fault, never dead-lettered.
+#[tokio::test]
+async fn a_time_outside_the_range_is_content_and_a_missing_database_is_not() {
+    let Some(server) = server() else { return };
+    let db = TestDb::new(&server, "range");
+    let store = db.store(InfluxOptions::default()).await;
+    // Year 1000: before 1677-09-21, the earliest instant InfluxDB stores.
+    let ancient = reading("old-1", "t", None, -30_610_224_000_000, &[("v", 1.0)]);
+    let error = store
+        .write(&[ancient])
+        .await
+        .expect_err("year 1000 cannot be stored");
+    assert!(error.is_content(), "{error:?}");
+    assert!(
+        error.to_string().contains("device old-1"),
+        "names the point: {error}"
+    );
+    store
+        .write(&[reading("new-1", "t", None, BASE, &[("v", 1.0)])])
+        .await
+        .expect("the store still writes a good point");
+
+    let missing = TestDb::new(&server, "missing");
+    let options = InfluxOptions {
+        create_database: false,
+        ..InfluxOptions::default()
+    };
+    let store = missing.store(options).await;
+    let error = store
+        .write(&[reading("d-1", "t", None, BASE, &[("v", 1.0)])])
+        .await
+        .expect_err("no such database");
+    assert!(
+        matches!(error, BackendError::Rejected { .. }),
+        "a missing database is configuration, not content: {error:?}"
     );
 }
 

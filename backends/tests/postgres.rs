@@ -182,6 +182,39 @@ async fn an_unreachable_server_fails_fast_as_unavailable_without_the_password() 
     assert!(elapsed.as_secs() < 5, "took {elapsed:?}");
 }
 
+/// A NUL byte in text is a data exception (SQLSTATE 22021): `Content`, so the caller
+/// dead-letters that row and writes the others, which the server still accepts.
+#[tokio::test]
+async fn a_nul_byte_is_a_content_error_and_the_rest_still_writes() {
+    let Some(url) = server_url() else { return };
+    let registry = connect(&url).await;
+    let run = unique_run("nul");
+    let device = |id: &str, location: &str| DeviceRecord {
+        device_id: format!("{run}-{id}"),
+        device_type: "temperature_sensor".to_owned(),
+        location: Some(location.to_owned()),
+        status: "unregistered".to_owned(),
+        fleet: None,
+        publish_interval_ms: None,
+        offline_after_ms: None,
+    };
+    let error = registry
+        .insert_missing_devices(&[device("bad", "a\u{0}b")])
+        .await
+        .expect_err("PostgreSQL refuses a NUL in text");
+    assert!(error.is_content(), "{error:?}");
+    assert!(error.to_string().contains("22021"), "{error}");
+    registry
+        .insert_missing_devices(&[device("good", "Lab")])
+        .await
+        .expect("a good row after the refused one");
+    let stored = registry
+        .device(&format!("{run}-good"))
+        .await
+        .expect("read back");
+    assert_eq!(stored.and_then(|d| d.location).as_deref(), Some("Lab"));
+}
+
 #[tokio::test]
 async fn a_malformed_url_is_rejected_without_the_password() {
     let error =

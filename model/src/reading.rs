@@ -75,6 +75,14 @@ mod rfc3339_ms {
     }
 }
 
+/// The earliest instant every store can hold, unix milliseconds: InfluxDB keeps
+/// nanoseconds in an i64, from 1677-09-21T00:12:43.145224194Z.
+pub const EARLIEST_TS_MS: i64 = -9_223_372_036_854;
+/// The latest instant every store can hold, unix milliseconds (2262-04-11T23:47:16.854Z).
+pub const LATEST_TS_MS: i64 = 9_223_372_036_854;
+/// The default [`Limits::max_age_ms`]: 7 days.
+pub const DEFAULT_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// Limits applied to incoming payloads.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -82,6 +90,11 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// How far in the future a timestamp may be (clock skew allowance), in milliseconds.
     pub max_future_skew_ms: i64,
+    /// How far in the past a timestamp may be, in milliseconds; older readings are
+    /// rejected as `too_old` (a store's retention would refuse or drop them, and a
+    /// replayed backlog that old is better looked at by a person). `None`: no limit
+    /// beyond what the stores can hold ([`EARLIEST_TS_MS`]).
+    pub max_age_ms: Option<i64>,
 }
 
 impl Default for Limits {
@@ -89,6 +102,7 @@ impl Default for Limits {
         Self {
             max_payload_bytes: 16 * 1024,
             max_future_skew_ms: 5 * 60 * 1000,
+            max_age_ms: Some(DEFAULT_MAX_AGE_MS),
         }
     }
 }
@@ -117,11 +131,26 @@ pub enum RejectReason {
     FutureTimestamp,
     /// No numeric field, a field name that is not `[A-Za-z0-9_]`, or too many fields.
     BadFields,
+    /// The timestamp is older than the configured maximum age.
+    TooOld,
+    /// A text field (`location`) carries control characters (a NUL byte, a line feed, …).
+    BadText,
+    /// The device already has another type (declared, or first seen): a reading under a
+    /// second type would land in another measurement and confuse its alerts.
+    TypeMismatch,
+    /// A device no fleet declares, beyond the cap of undeclared devices.
+    TooManyDevices,
+    /// A new `location` for a device that already has the most locations allowed (each
+    /// is a time series).
+    TooManyLocations,
+    /// A store refused the reading for its content (its reason is in the `detail`
+    /// header, the store in `sink`); the rest of its batch was written.
+    SinkRefused,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 16] = [
         Self::BadTopic,
         Self::TooLarge,
         Self::NotJson,
@@ -132,6 +161,12 @@ impl RejectReason {
         Self::BadTimestamp,
         Self::FutureTimestamp,
         Self::BadFields,
+        Self::TooOld,
+        Self::BadText,
+        Self::TypeMismatch,
+        Self::TooManyDevices,
+        Self::TooManyLocations,
+        Self::SinkRefused,
     ];
 
     /// The snake_case name used in metrics, logs and the dead-letter header.
@@ -147,6 +182,12 @@ impl RejectReason {
             Self::BadTimestamp => "bad_timestamp",
             Self::FutureTimestamp => "future_timestamp",
             Self::BadFields => "bad_fields",
+            Self::TooOld => "too_old",
+            Self::BadText => "bad_text",
+            Self::TypeMismatch => "type_mismatch",
+            Self::TooManyDevices => "too_many_devices",
+            Self::TooManyLocations => "too_many_locations",
+            Self::SinkRefused => "sink_refused",
         }
     }
 }
@@ -161,7 +202,8 @@ pub struct Reject {
     pub detail: String,
 }
 
-fn reject(reason: RejectReason, detail: impl Into<String>) -> Reject {
+/// A rejection with its reason and detail.
+pub fn reject(reason: RejectReason, detail: impl Into<String>) -> Reject {
     Reject {
         reason,
         detail: detail.into(),
@@ -278,12 +320,15 @@ pub fn parse_payload(
     }
     let location = match object.get("location") {
         None | Some(Value::Null) => None,
-        Some(Value::String(l)) if l.len() <= MAX_LOCATION_LEN => Some(l.clone()),
-        Some(Value::String(_)) => {
+        Some(Value::String(l)) if l.len() > MAX_LOCATION_LEN => {
             return Err(reject(
                 RejectReason::BadFields,
                 format!("location is longer than {MAX_LOCATION_LEN} bytes"),
             ));
+        }
+        Some(Value::String(l)) => {
+            check_text("location", l)?;
+            Some(l.clone())
         }
         Some(_) => return Err(reject(RejectReason::BadFields, "location is not a string")),
     };
@@ -298,6 +343,30 @@ pub fn parse_payload(
                 "timestamp {} is more than {} s ahead of the receive time",
                 format_ts(ts_ms),
                 limits.max_future_skew_ms / 1000
+            ),
+        ));
+    }
+
+    if !(EARLIEST_TS_MS..=LATEST_TS_MS).contains(&ts_ms) {
+        return Err(reject(
+            RejectReason::BadTimestamp,
+            format!(
+                "timestamp {} is outside what the stores can hold \
+                 (1677-09-21T00:12:43Z to 2262-04-11T23:47:16Z)",
+                describe_ts(ts_ms)
+            ),
+        ));
+    }
+    if let Some(max_age_ms) = limits.max_age_ms
+        && ts_ms < now_ms.saturating_sub(max_age_ms)
+    {
+        return Err(reject(
+            RejectReason::TooOld,
+            format!(
+                "timestamp {} is more than {} s before the receive time (the bridge's \
+                 --max-age)",
+                format_ts(ts_ms),
+                max_age_ms / 1000
             ),
         ));
     }
@@ -338,6 +407,26 @@ pub fn parse_payload(
         ts_ms,
         fields,
     })
+}
+
+/// Refuses text with control characters: a NUL byte is refused by PostgreSQL, a line
+/// feed cannot be written as an InfluxDB tag, and none belongs in a label a person reads.
+pub fn check_text(what: &str, text: &str) -> Result<(), Reject> {
+    match text.chars().find(|c| c.is_control()) {
+        Some(c) => Err(reject(
+            RejectReason::BadText,
+            format!("{what} contains the control character {:?}", c),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A timestamp for a message: RFC 3339 when it is one, else the raw milliseconds.
+fn describe_ts(ts_ms: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_millis(ts_ms) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        None => format!("{ts_ms} ms since the epoch"),
+    }
 }
 
 /// Adds a numeric or boolean JSON value as a field; other kinds (strings, arrays) are
@@ -420,7 +509,7 @@ fn classify_json_error(payload: &[u8], error: serde_json::Error) -> Reject {
 mod tests {
     use super::*;
 
-    const NOW: i64 = 1_800_000_000_000; // 2027-01-15
+    const NOW: i64 = 1_780_100_000_000; // 2026-05-30, a day after the design's example
 
     fn parse(topic: &str, payload: &str) -> Result<Reading, Reject> {
         parse_payload(topic, payload.as_bytes(), NOW, &Limits::default())
@@ -567,6 +656,90 @@ mod tests {
             reason("sensors/t/a", r#"{"device_id":"a","b-c":1}"#),
             RejectReason::BadFields
         );
+    }
+
+    #[test]
+    fn timestamps_are_bounded_below_by_the_stores_and_the_maximum_age() {
+        let at = |ts: &str| format!(r#"{{"device_id":"a","v":1,"timestamp":"{ts}"}}"#);
+        // The issue's reproduction: InfluxDB cannot hold year 1000.
+        let ancient = parse("sensors/t/a", &at("1000-01-01T00:00:00Z")).expect_err("year 1000");
+        assert_eq!(ancient.reason, RejectReason::BadTimestamp);
+        assert!(ancient.detail.contains("1677-09-21"), "{}", ancient.detail);
+        // Within InfluxDB's range but older than 7 days.
+        assert_eq!(
+            reason("sensors/t/a", &at("2026-05-22T00:00:00Z")),
+            RejectReason::TooOld
+        );
+        assert!(parse("sensors/t/a", &at("2026-05-24T00:00:00Z")).is_ok());
+        // Epoch 0 as a number is too old too; without a maximum age it is stored.
+        let epoch = r#"{"device_id":"a","v":1,"timestamp":0}"#;
+        assert_eq!(reason("sensors/t/a", epoch), RejectReason::TooOld);
+        let no_age = Limits {
+            max_age_ms: None,
+            ..Limits::default()
+        };
+        assert!(parse_payload("sensors/t/a", epoch.as_bytes(), NOW, &no_age).is_ok());
+        let ancient = at("1000-01-01T00:00:00Z");
+        assert_eq!(
+            parse_payload("sensors/t/a", ancient.as_bytes(), NOW, &no_age)
+                .expect_err("still outside the stores' range")
+                .reason,
+            RejectReason::BadTimestamp
+        );
+        // The edges of the range themselves.
+        let far = Limits {
+            max_age_ms: None,
+            max_future_skew_ms: i64::MAX / 2,
+            ..Limits::default()
+        };
+        for (ms, ok) in [
+            (EARLIEST_TS_MS, true),
+            (EARLIEST_TS_MS - 1, false),
+            (LATEST_TS_MS, true),
+            (LATEST_TS_MS + 1, false),
+        ] {
+            let payload = at(&describe_ts(ms));
+            let parsed = parse_payload("sensors/t/a", payload.as_bytes(), NOW, &far);
+            assert_eq!(parsed.is_ok(), ok, "{ms}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_text_are_rejected() {
+        for location in [
+            "a\\u0000b",
+            "line\\nfeed",
+            "tab\\there",
+            "del\\u007f",
+            "c1\\u0085",
+        ] {
+            let payload = format!(r#"{{"device_id":"a","location":"{location}","v":1}}"#);
+            assert_eq!(
+                reason("sensors/t/a", &payload),
+                RejectReason::BadText,
+                "{location}"
+            );
+        }
+        let fine = parse(
+            "sensors/t/a",
+            r#"{"device_id":"a","location":"Salle 4 — Étage 2, rack \"B\"","v":1}"#,
+        )
+        .expect("printable text of any script is fine");
+        assert_eq!(
+            fine.location.as_deref(),
+            Some("Salle 4 — Étage 2, rack \"B\"")
+        );
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_name() {
+        let names: std::collections::BTreeSet<&str> =
+            RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), RejectReason::ALL.len());
+        for reason in RejectReason::ALL {
+            let json = serde_json::to_string(&reason).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", reason.as_str()));
+        }
     }
 
     #[test]

@@ -153,10 +153,12 @@ fn partition_count(request: &TopicRequest, report: &TopicReport) -> PartitionCou
 /// a request it can never accept, like an illegal topic name) is `Refused`.
 fn topic_error(request: &TopicRequest, error: BackendError) -> TopicError {
     match error {
-        BackendError::Rejected { detail, .. } => TopicError::Refused {
-            topic: request.topic.clone(),
-            detail,
-        },
+        BackendError::Rejected { detail, .. } | BackendError::Content { detail, .. } => {
+            TopicError::Refused {
+                topic: request.topic.clone(),
+                detail,
+            }
+        }
         BackendError::Unavailable { detail, .. } => TopicError::Unreachable {
             bootstrap: request.bootstrap_servers.clone(),
             detail,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sensorfleet_api::ComponentStatus;
+use sensorfleet_workers::bridge::book::BookLimits;
 use sensorfleet_workers::bridge::{self, BridgeConfig, BridgeSinks};
 use sensorfleet_workers::mqtt::MqttEndpoint;
 use sensorfleet_workers::telemetry;
@@ -31,6 +32,10 @@ pub struct BridgeRole {
     pub connections: usize,
     /// Largest accepted payload.
     pub max_payload_bytes: usize,
+    /// Oldest accepted reading (zero: no limit but the stores' range).
+    pub max_age: std::time::Duration,
+    /// Caps on undeclared devices and locations per device.
+    pub book: BookLimits,
     /// Most messages per batch.
     pub batch_max: usize,
     /// How long a batch waits to fill.
@@ -45,6 +50,15 @@ pub async fn run(config: BridgeRole, stop: impl Future<Output = ()>) -> anyhow::
     let log = open("event log", limit, || connector.event_log(0)).await?;
     let series = open("time series", limit, || connector.time_series()).await?;
     let cache = open("cache", limit, || connector.cache()).await?;
+    // The declared devices, once at start: their types are the ones their readings must
+    // carry, and they are never capped. A device declared later counts as undeclared
+    // (first seen) until the bridge restarts.
+    let registry = open("registry", limit, || connector.registry(1)).await?;
+    let declared = open("registry", limit, || async {
+        Ok(super::processor::declared(registry.devices().await?))
+    })
+    .await?;
+    drop(registry);
 
     let (stopping, stopped) = watch::channel(false);
     let mqtt_shown = config.mqtt.to_string();
@@ -63,6 +77,12 @@ pub async fn run(config: BridgeRole, stop: impl Future<Output = ()>) -> anyhow::
     bridge_config.share_group = Some(config.share_group.clone());
     bridge_config.connections = config.connections;
     bridge_config.limits.max_payload_bytes = config.max_payload_bytes;
+    bridge_config.limits.max_age_ms = match config.max_age.as_millis() {
+        0 => None,
+        ms => Some(i64::try_from(ms).unwrap_or(i64::MAX)),
+    };
+    bridge_config.book = config.book;
+    bridge_config.declared = declared;
     bridge_config.batch_max = config.batch_max;
     bridge_config.linger = config.linger;
     info!(
@@ -70,6 +90,8 @@ pub async fn run(config: BridgeRole, stop: impl Future<Output = ()>) -> anyhow::
         event_log = log.name(),
         time_series = series.name(),
         cache = cache.name(),
+        declared = bridge_config.declared.len(),
+        max_undeclared = config.book.max_undeclared,
         group = %config.share_group,
         "bridge starting"
     );

@@ -213,6 +213,22 @@ impl Broker {
             .expect("run mosquitto_pub");
         assert!(status.success(), "mosquitto_pub failed for {topic}");
     }
+
+    /// Publishes many messages on one connection (`mosquitto_pub -l`: one per line).
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        use std::io::Write;
+        let mut child = mosquitto_pub(self.port)
+            .args(["-l", "-t", topic])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_pub -l");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+        }
+        drop(stdin);
+        assert!(child.wait().expect("mosquitto_pub").success());
+    }
 }
 
 impl Drop for Broker {

@@ -84,6 +84,7 @@ impl Stack {
             ("psql", "postgresql-client"),
             ("redis-cli", "redis-tools"),
             ("kcat", "kcat"),
+            ("curl", "curl"),
         ] {
             if !require_tool(tool, package) {
                 return None;
@@ -116,7 +117,8 @@ impl Stack {
             &config,
             format!(
                 "listener {mqtt_port} 127.0.0.1\nallow_anonymous true\n\
-                 max_queued_messages 0\nmax_inflight_messages 100\npersistence false\n"
+                 max_queued_messages 0\nmax_inflight_messages 100\npersistence false\n\
+                 message_size_limit 65536\nmax_packet_size 98304\n"
             ),
         )
         .expect("mosquitto config");
@@ -233,6 +235,36 @@ impl Stack {
             .output()
             .expect("run redis-cli");
         assert!(output.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Appends one record to a Kafka topic of this run with `kcat`, bypassing the bridge.
+    pub fn kafka_produce(&self, topic: &str, key: &str, value: &str) {
+        use std::io::Write;
+        let mut child = Command::new("kcat")
+            .args(["-b", &self.kafka_bootstrap, "-P", "-q"])
+            .args(["-t", &format!("{}-{topic}", self.run), "-k", key])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run kcat -P");
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{value}").expect("write to kcat");
+        drop(stdin);
+        assert!(child.wait().expect("kcat").success(), "kcat -P failed");
+    }
+
+    /// Writes line protocol straight into this run's InfluxDB database (millisecond
+    /// times), as another writer would; the HTTP status.
+    pub fn influx_write(&self, lines: &str) -> String {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST"])
+            .arg(format!(
+                "http://{}/write?db={}&precision=ms",
+                self.influx_addr, self.influx_db
+            ))
+            .args(["--data-binary", lines])
+            .output()
+            .expect("run curl");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
@@ -363,6 +395,18 @@ impl RoleProcess {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// A client for its HTTP address.

@@ -6,8 +6,10 @@
 pub mod bridge;
 pub mod broker;
 pub mod clock;
+pub mod deadletter;
 pub mod mqtt;
 pub mod processor;
 pub mod retry;
 pub mod simulator;
+pub mod sink;
 pub mod telemetry;

@@ -151,6 +151,23 @@ pub static PROCESSOR_LAST_TICK: LazyLock<IntGauge> = LazyLock::new(|| {
         "When the processor last ran its periodic checks (unix seconds)",
     )
 });
+/// Dead letters by component and outcome (`delivered`, `spooled`, `dropped`).
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sensorfleet_dead_letters_total",
+        "Dead letters by component and outcome: delivered to the dead-letter topic, \
+         spooled locally while it is unavailable, or dropped (spool full: the last resort)",
+        &["component", "outcome"],
+    )
+});
+/// Event-log records the processor dead-lettered, by reason.
+pub static PROCESSOR_REJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sensorfleet_processor_rejects_total",
+        "Records the processor dead-lettered instead of processing or storing, by reason",
+        &["reason"],
+    )
+});
 /// Readings the simulator published.
 pub static SIMULATOR_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
@@ -176,6 +193,14 @@ pub fn register_all() {
     LazyLock::force(&PROCESSOR_BATCH_SECONDS);
     LazyLock::force(&PROCESSOR_MALFORMED);
     LazyLock::force(&SIMULATOR_PUBLISHED);
+    for outcome in ["delivered", "spooled", "dropped"] {
+        for component in ["bridge", "processor"] {
+            DEAD_LETTERS.with_label_values(&[component, outcome]);
+        }
+    }
+    for reason in ["malformed_log_record", "type_mismatch", "sink_refused"] {
+        PROCESSOR_REJECTS.with_label_values(&[reason]);
+    }
     LazyLock::force(&BRIDGE_CONNECTED);
     LazyLock::force(&PROCESSOR_LAST_TICK);
 }

@@ -61,6 +61,13 @@ fn is_transient_sqlstate(code: &str) -> bool {
         )
 }
 
+/// SQLSTATEs that refuse the data itself: class 22 (data exception: a NUL byte in text,
+/// a value out of range, bad encoding) and class 23 (integrity constraint violation).
+/// The rows carrying it will never be written; the other rows of the batch will.
+fn is_content_sqlstate(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("23")
+}
+
 /// Maps a sqlx error to the backend error: the connection, IO and pool timeouts are
 /// transient (`Unavailable`); what the server refuses is `Rejected`, except for the
 /// SQLSTATEs of [`is_transient_sqlstate`].
@@ -79,6 +86,11 @@ fn classify(e: sqlx::Error) -> BackendError {
             let detail = format!("{} (SQLSTATE {code})", db.message());
             if is_transient_sqlstate(&code) {
                 unavailable(detail)
+            } else if is_content_sqlstate(&code) {
+                BackendError::Content {
+                    backend: BACKEND,
+                    detail,
+                }
             } else {
                 rejected(detail)
             }
@@ -603,6 +615,16 @@ mod tests {
         }
         for code in ["23505", "22001", "42P01", "28P01", "3D000", ""] {
             assert!(!is_transient_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn data_exceptions_and_constraint_violations_are_content() {
+        for code in ["22021", "22001", "22P02", "23505", "23503"] {
+            assert!(is_content_sqlstate(code), "{code}");
+        }
+        for code in ["28P01", "3D000", "42P01", "08006", "53300", ""] {
+            assert!(!is_content_sqlstate(code), "{code}");
         }
     }
 

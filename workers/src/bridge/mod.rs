@@ -2,25 +2,43 @@
 //! delivers batches to the event log, the time-series store and the latest-value cache.
 //! Rejects go to the dead-letter stream with their reason.
 //!
+//! Nothing a device sends stops the bridge: a payload that does not validate, a device
+//! that changes type or exceeds the caps of the [`book`], and a reading a sink refuses
+//! for its content (found by bisecting the batch, [`crate::sink`]) are dead-lettered with
+//! their reason and acknowledged with the rest of their batch. Only an unavailable or
+//! misconfigured sink holds the batch (and so the broker's in-flight window).
+//!
 //! QoS 1 with manual acknowledgements and a persistent session: a message is acknowledged
 //! to the broker only after its batch is durable in every sink, so a bridge crash makes
 //! the broker redeliver instead of losing. The broker's in-flight window is the bound on
 //! what the bridge holds, and the back-pressure when a sink is slow.
 
+pub mod book;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use sensorfleet_backends::backoff::Backoff;
 use sensorfleet_backends::{BackendError, Cache, EventLog, Record, TimeSeries, Topic};
-use sensorfleet_model::reading::{Limits, Reading, Reject, parse_payload};
+use sensorfleet_model::manifest::DeclaredDevice;
+use sensorfleet_model::reading::{Limits, Reading, Reject, RejectReason, parse_payload};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use self::book::{BookLimits, DeviceBook};
 use crate::clock::now_ms;
+use crate::deadletter::{DeadLetters, SpoolConfig};
 use crate::mqtt::MqttEndpoint;
-use crate::retry::retry;
+use crate::sink::{Refused, write_isolating};
 use crate::telemetry;
+
+/// The largest MQTT packet the bridge reads, at least. Above the broker's own limits
+/// (Mosquitto: `max_packet_size 98304`, `message_size_limit 65536` in the test
+/// environment and `deploy/kind`): a packet the broker forwards is always readable, so
+/// an oversized one never drops the connection and comes back with the session.
+pub const MIN_INCOMING_PACKET: usize = 128 * 1024;
 
 /// Bridge settings.
 #[derive(Debug, Clone)]
@@ -48,6 +66,14 @@ pub struct BridgeConfig {
     pub linger: Duration,
     /// Payload limits.
     pub limits: Limits,
+    /// Caps of the device book: undeclared devices, locations per device.
+    pub book: BookLimits,
+    /// Declared devices: their type is the one their readings must carry, and they are
+    /// never capped.
+    pub declared: Vec<DeclaredDevice>,
+    /// Where dead letters wait while the event log is unavailable; `None`:
+    /// [`SpoolConfig::named`] after the client id.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl BridgeConfig {
@@ -62,6 +88,9 @@ impl BridgeConfig {
             batch_max: 4000,
             linger: Duration::from_millis(5),
             limits: Limits::default(),
+            book: BookLimits::default(),
+            declared: Vec::new(),
+            spool: None,
         }
     }
 }
@@ -139,7 +168,10 @@ pub async fn run(
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(config.limits.max_payload_bytes * 4 + 1024, 64 * 1024)
+            .set_max_packet_size(
+                (config.limits.max_payload_bytes * 4 + 1024).max(MIN_INCOMING_PACKET),
+                64 * 1024,
+            )
             .set_request_channel_capacity(config.batch_max);
         if let (Some(user), Some(password)) = (&config.mqtt.username, &config.mqtt.password) {
             options.set_credentials(user, password);
@@ -158,6 +190,19 @@ pub async fn run(
     drop(tx);
     info!(broker = %config.mqtt, filter = %filter, connections, "bridge started");
 
+    let mut book = DeviceBook::new(config.book);
+    for device in &config.declared {
+        book.declare(
+            &device.device_id,
+            &device.device_type,
+            device.location.as_deref(),
+        );
+    }
+    let spool = config
+        .spool
+        .clone()
+        .unwrap_or_else(|| SpoolConfig::named(&format!("bridge-{}", config.client_id)));
+    let dead_letters = DeadLetters::new("bridge", Arc::clone(&sinks.log), spool);
     let mut batch: Vec<(usize, Publish)> = Vec::with_capacity(config.batch_max);
     let mut acks = PendingAcks::new(connections);
     loop {
@@ -178,7 +223,15 @@ pub async fn run(
                 _ => break,
             }
         }
-        deliver(&config, &sinks, &batch, &mut shutdown).await?;
+        deliver(
+            &config,
+            &sinks,
+            &mut book,
+            &dead_letters,
+            &batch,
+            &mut shutdown,
+        )
+        .await?;
         acks.extend(&batch);
     }
     // Hand over what is still pending (bounded: the broker redelivers the rest).
@@ -246,29 +299,93 @@ impl PendingAcks {
     }
 }
 
+/// Moves the readings the book does not admit into the rejects. The dead letter
+/// carries the normalised reading (the payload was valid).
+pub fn screen(book: &mut DeviceBook, sorted: &mut Sorted) {
+    let readings = std::mem::take(&mut sorted.readings);
+    for reading in readings {
+        match book.admit(&reading) {
+            Ok(()) => sorted.readings.push(reading),
+            Err(Reject { reason, detail }) => {
+                sorted
+                    .rejects
+                    .push(reading_letter(&reading, reason, detail, None));
+            }
+        }
+    }
+}
+
+/// A dead letter for a valid reading: its normalised JSON with the usual headers.
+fn reading_letter(
+    reading: &Reading,
+    reason: RejectReason,
+    detail: String,
+    sink: Option<String>,
+) -> Record {
+    let mut headers = vec![
+        ("reason".to_owned(), reason.as_str().to_owned()),
+        ("detail".to_owned(), detail),
+        (
+            "topic".to_owned(),
+            format!("sensors/{}/{}", reading.device_type, reading.device_id),
+        ),
+    ];
+    if let Some(sink) = sink {
+        headers.push(("sink".to_owned(), sink));
+    }
+    Record {
+        key: reading.device_id.clone(),
+        payload: serde_json::to_vec(reading).unwrap_or_default(),
+        headers,
+    }
+}
+
+/// The dead letters of readings some sink refused: one per reading, naming every sink
+/// that refused it and why.
+pub fn refused_letters(readings: &[Reading], refusals: &[(&str, Vec<Refused>)]) -> Vec<Record> {
+    let mut by_reading: BTreeMap<usize, Vec<(&str, &str)>> = BTreeMap::new();
+    for (sink, refused) in refusals {
+        for r in refused {
+            by_reading
+                .entry(r.index)
+                .or_default()
+                .push((*sink, r.reason.as_str()));
+        }
+    }
+    by_reading
+        .into_iter()
+        .filter_map(|(index, why)| {
+            let reading = readings.get(index)?;
+            let sinks: Vec<&str> = why.iter().map(|(sink, _)| *sink).collect();
+            let details: Vec<&str> = why.iter().map(|(_, reason)| *reason).collect();
+            Some(reading_letter(
+                reading,
+                RejectReason::SinkRefused,
+                details.join("; "),
+                Some(sinks.join(",")),
+            ))
+        })
+        .collect()
+}
+
 async fn deliver(
     config: &BridgeConfig,
     sinks: &BridgeSinks,
+    book: &mut DeviceBook,
+    dead_letters: &DeadLetters,
     batch: &[(usize, Publish)],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
     let started = Instant::now();
-    let sorted = sort_batch(
+    let mut sorted = sort_batch(
         batch
             .iter()
             .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref())),
         now_ms(),
         &config.limits,
     );
+    screen(book, &mut sorted);
     telemetry::BRIDGE_RECEIVED.inc_by(batch.len() as u64);
-    for reject in &sorted.rejects {
-        let reason = reject
-            .headers
-            .first()
-            .map_or("unknown", |(_, v)| v.as_str());
-        telemetry::BRIDGE_REJECTS.with_label_values(&[reason]).inc();
-        debug!(reason, key = %reject.key, "message rejected");
-    }
     let records: Vec<Record> = sorted
         .readings
         .iter()
@@ -284,44 +401,46 @@ async fn deliver(
     let mut series_shutdown = shutdown.clone();
     let mut cache_shutdown = shutdown.clone();
     let readings = &sorted.readings;
-    let to_log = async {
-        if !records.is_empty() {
-            retry("bridge", "event log", &mut log_shutdown, || {
-                sinks.log.append(Topic::Readings, records.clone())
-            })
-            .await?;
-        }
-        if !sorted.rejects.is_empty() {
-            retry("bridge", "dead letters", &mut log_shutdown, || {
-                sinks.log.append(Topic::DeadLetter, sorted.rejects.clone())
-            })
-            .await?;
-        }
-        Ok::<_, BackendError>(())
-    };
-    let to_series = async {
-        if readings.is_empty() {
-            return Ok(());
-        }
-        retry("bridge", "time series", &mut series_shutdown, || {
-            sinks.series.write(readings)
-        })
-        .await
-    };
-    let to_cache = async {
-        if readings.is_empty() {
-            return Ok(());
-        }
-        retry("bridge", "cache", &mut cache_shutdown, || {
-            sinks.cache.put_latest(readings)
-        })
-        .await
-    };
+    let to_log = write_isolating(
+        "bridge",
+        "event log",
+        records.len(),
+        &mut log_shutdown,
+        |range| sinks.log.append(Topic::Readings, records[range].to_vec()),
+    );
+    let to_series = write_isolating(
+        "bridge",
+        "time series",
+        readings.len(),
+        &mut series_shutdown,
+        |range| sinks.series.write(&readings[range]),
+    );
+    let to_cache = write_isolating(
+        "bridge",
+        "cache",
+        readings.len(),
+        &mut cache_shutdown,
+        |range| sinks.cache.put_latest(&readings[range]),
+    );
     let (logged, stored, cached) = tokio::join!(to_log, to_series, to_cache);
-    logged?;
-    stored?;
-    cached?;
-    telemetry::BRIDGE_ACCEPTED.inc_by(readings.len() as u64);
+    let refusals = [
+        (sinks.log.name(), logged?),
+        (sinks.series.name(), stored?),
+        (sinks.cache.name(), cached?),
+    ];
+    let refused = refused_letters(readings, &refusals);
+    let accepted = readings.len() - refused.len();
+    sorted.rejects.extend(refused);
+    for reject in &sorted.rejects {
+        let reason = reject
+            .headers
+            .first()
+            .map_or("unknown", |(_, v)| v.as_str());
+        telemetry::BRIDGE_REJECTS.with_label_values(&[reason]).inc();
+        debug!(reason, key = %reject.key, "message rejected");
+    }
+    dead_letters.send(std::mem::take(&mut sorted.rejects)).await;
+    telemetry::BRIDGE_ACCEPTED.inc_by(accepted as u64);
     telemetry::BRIDGE_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -449,9 +568,84 @@ mod tests {
             ("reason".to_owned(), "not_json".to_owned())
         );
         assert_eq!(sorted.rejects[1].headers[0].1, "topic_mismatch");
+        assert_eq!(sorted.rejects[1].headers[1].0, "detail");
         assert_eq!(
             sorted.rejects[1].headers[2].1,
             "sensors/temperature_sensor/d"
         );
+    }
+
+    #[test]
+    fn the_book_moves_what_it_refuses_to_the_rejects_with_the_reason() {
+        let messages: Vec<(&str, &[u8])> = vec![
+            (
+                "sensors/temperature_sensor/a",
+                br#"{"device_id":"a","temperature_celsius":21.5}"#,
+            ),
+            (
+                "sensors/humidity_sensor/a",
+                br#"{"device_id":"a","humidity_percent":40}"#,
+            ),
+            (
+                "sensors/humidity_sensor/b",
+                br#"{"device_id":"b","humidity_percent":41}"#,
+            ),
+        ];
+        let mut sorted = sort_batch(messages, 1_780_000_000_000, &Limits::default());
+        let mut book = DeviceBook::new(BookLimits {
+            max_undeclared: 1,
+            max_locations: 4,
+        });
+        screen(&mut book, &mut sorted);
+        let ids: Vec<_> = sorted
+            .readings
+            .iter()
+            .map(|r| r.device_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a"]);
+        let reasons: Vec<(&str, &str)> = sorted
+            .rejects
+            .iter()
+            .map(|r| (r.key.as_str(), r.headers[0].1.as_str()))
+            .collect();
+        assert_eq!(reasons, [("a", "type_mismatch"), ("b", "too_many_devices")]);
+        assert_eq!(sorted.rejects[0].headers[2].1, "sensors/humidity_sensor/a");
+    }
+
+    #[test]
+    fn one_dead_letter_per_refused_reading_naming_every_sink() {
+        let messages: Vec<(&str, &[u8])> = vec![
+            ("sensors/t/a", br#"{"device_id":"a","v":1}"#),
+            ("sensors/t/b", br#"{"device_id":"b","v":2}"#),
+        ];
+        let sorted = sort_batch(messages, 1_780_000_000_000, &Limits::default());
+        let refusal = |index: usize, reason: &str| Refused {
+            index,
+            reason: reason.to_owned(),
+        };
+        let letters = refused_letters(
+            &sorted.readings,
+            &[
+                ("kafka", vec![]),
+                ("influxdb", vec![refusal(1, "HTTP 400: time outside range")]),
+                ("redis", vec![refusal(1, "value refused")]),
+            ],
+        );
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].key, "b");
+        assert_eq!(
+            letters[0].headers,
+            [
+                ("reason".to_owned(), "sink_refused".to_owned()),
+                (
+                    "detail".to_owned(),
+                    "HTTP 400: time outside range; value refused".to_owned()
+                ),
+                ("topic".to_owned(), "sensors/t/b".to_owned()),
+                ("sink".to_owned(), "influxdb,redis".to_owned()),
+            ]
+        );
+        let back: Reading = serde_json::from_slice(&letters[0].payload).expect("the reading");
+        assert_eq!(back, sorted.readings[1]);
     }
 }

@@ -1,9 +1,16 @@
 //! The stream processor: consumes readings from the event log, runs the [`engine`] and
 //! writes alerts, device metrics and rule state; commits the log only after every sink
 //! has flushed, so a crash replays rather than loses.
+//!
+//! Nothing in the log stops it: a record that does not parse, a reading under another
+//! type than its device's ([`admit`]), and whatever a sink refuses for its content
+//! (found by bisecting the write, [`crate::sink`]) are dead-lettered with their reason,
+//! and the batch is committed. Only an unavailable or misconfigured sink holds it.
 
+pub mod admit;
 pub mod engine;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +25,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::clock::now_ms;
+use crate::deadletter::{DeadLetters, SpoolConfig};
 use crate::retry::retry;
+use crate::sink::{Refused, hold, write_isolating};
 use crate::telemetry;
 use engine::{CommandError, DeviceReport, Output, describe_rule_alerts};
 pub use engine::{Engine, EngineConfig};
@@ -96,6 +105,16 @@ pub async fn run(
     .await?;
     let restored = engine.restore(&rows);
     info!(restored, "processor started; rule state restored");
+    let dead_letters = DeadLetters::new(
+        "processor",
+        Arc::clone(&sinks.log),
+        SpoolConfig::named(&format!(
+            "processor-{}-{}",
+            config.group,
+            std::process::id()
+        )),
+    );
+    let mut declared_types = declared_types(&declarations.borrow());
 
     let mut rules = declarations.borrow().rules.clone();
     let mut last_tick = Instant::now();
@@ -131,9 +150,21 @@ pub async fn run(
         let mut out = Output::default();
         let mut malformed = Vec::new();
         let mut newest_ts = 0;
+        let received = now_ms();
         for delivery in &batch {
             match serde_json::from_slice::<Reading>(&delivery.record.payload) {
-                Ok(reading) => {
+                Ok(mut reading) => {
+                    let declared = declared_types.get(&reading.device_id).map(String::as_str);
+                    let known = engine.device_type(&reading.device_id);
+                    if let Err(reject) = admit::admit(&mut reading, declared, known, received) {
+                        let mut record = delivery.record.clone();
+                        record
+                            .headers
+                            .push(("reason".into(), reject.reason.as_str().into()));
+                        record.headers.push(("detail".into(), reject.detail));
+                        malformed.push(record);
+                        continue;
+                    }
                     newest_ts = newest_ts.max(reading.ts_ms);
                     engine.observe(&reading, &mut out);
                 }
@@ -158,6 +189,7 @@ pub async fn run(
         if declarations.has_changed().unwrap_or(false) {
             let declared = declarations.borrow_and_update().clone();
             rules = declared.rules.clone();
+            declared_types = self::declared_types(&declared);
             apply_declarations(&mut engine, &declared);
             info!(
                 devices = declared.devices.len(),
@@ -166,7 +198,15 @@ pub async fn run(
             );
         }
         while let Ok(command) = commands.try_recv() {
-            handle_command(&mut engine, command, &rules, &sinks, &mut shutdown).await;
+            handle_command(
+                &mut engine,
+                command,
+                &rules,
+                &sinks,
+                &dead_letters,
+                &mut shutdown,
+            )
+            .await;
         }
 
         let now = now_ms();
@@ -188,6 +228,7 @@ pub async fn run(
         describe_rule_alerts(&mut out.alerts, &rules);
         flush(
             &sinks,
+            &dead_letters,
             &mut out,
             &reports,
             dashboard,
@@ -233,6 +274,15 @@ async fn commit(
     }
 }
 
+/// Device id → declared type.
+fn declared_types(declared: &Declarations) -> HashMap<String, String> {
+    declared
+        .devices
+        .iter()
+        .map(|d| (d.device_id.clone(), d.device_type.clone()))
+        .collect()
+}
+
 fn apply_declarations(engine: &mut Engine, declared: &Declarations) {
     engine.set_declared(&declared.devices);
     engine.set_rules(declared.rules.clone());
@@ -253,6 +303,7 @@ async fn handle_command(
     command: AlertCommand,
     rules: &[CompiledRule],
     sinks: &ProcessorSinks,
+    dead_letters: &DeadLetters,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let mut out = Output::default();
@@ -265,7 +316,18 @@ async fn handle_command(
     let answer = match result {
         Ok(()) => {
             let alert = out.alerts.first().cloned();
-            if let Err(e) = flush(sinks, &mut out, &[], None, Vec::new(), now, shutdown).await {
+            if let Err(e) = flush(
+                sinks,
+                dead_letters,
+                &mut out,
+                &[],
+                None,
+                Vec::new(),
+                now,
+                shutdown,
+            )
+            .await
+            {
                 warn!(error = %e, "writing an acknowledged or cleared alert failed");
             }
             alert.ok_or_else(|| CommandError::NotFound(String::new()))
@@ -275,16 +337,36 @@ async fn handle_command(
     let _ = reply.send(answer);
 }
 
-/// Writes one batch's results; each sink retries until it succeeds or shutdown.
+/// A dead letter of something the processor computed and a sink refused: `payload` as
+/// JSON, the sink's reason in `detail`.
+fn refused_letter(key: &str, payload: Vec<u8>, sink: &str, refused: &Refused) -> Record {
+    Record {
+        key: key.to_owned(),
+        payload,
+        headers: vec![
+            ("reason".to_owned(), "sink_refused".to_owned()),
+            ("detail".to_owned(), refused.reason.clone()),
+            ("sink".to_owned(), sink.to_owned()),
+        ],
+    }
+}
+
+/// Writes one batch's results. Each sink holds while it is unavailable or misconfigured,
+/// until it accepts or shutdown; what it refuses for its content is dead-lettered, with
+/// `rejected` (records the batch itself refused).
+#[allow(clippy::too_many_arguments)]
 async fn flush(
     sinks: &ProcessorSinks,
+    dead_letters: &DeadLetters,
     out: &mut Output,
     reports: &[DeviceReport],
     dashboard: Option<DashboardCounters>,
-    malformed: Vec<Record>,
+    rejected: Vec<Record>,
     now: i64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
+    let mut letters = rejected;
+    let json = |value: &serde_json::Value| serde_json::to_vec(value).unwrap_or_default();
     if !out.new_devices.is_empty() {
         let devices: Vec<DeviceRecord> = out
             .new_devices
@@ -299,10 +381,24 @@ async fn flush(
                 offline_after_ms: None,
             })
             .collect();
-        retry("processor", "registry", shutdown, || {
-            sinks.registry.insert_missing_devices(&devices)
+        let refused = write_isolating("processor", "registry", devices.len(), shutdown, |range| {
+            sinks.registry.insert_missing_devices(&devices[range])
         })
         .await?;
+        for r in &refused {
+            let device = &devices[r.index];
+            let payload = serde_json::json!({
+                "device_id": device.device_id,
+                "device_type": device.device_type,
+                "location": device.location,
+            });
+            letters.push(refused_letter(
+                &device.device_id,
+                json(&payload),
+                sinks.registry.name(),
+                r,
+            ));
+        }
     }
     if !out.alerts.is_empty() {
         for alert in &out.alerts {
@@ -319,12 +415,12 @@ async fn flush(
             );
         }
         let alerts = std::mem::take(&mut out.alerts);
-        retry("processor", "registry", shutdown, || {
-            sinks.registry.record_alerts(&alerts)
+        let registry = write_isolating("processor", "registry", alerts.len(), shutdown, |range| {
+            sinks.registry.record_alerts(&alerts[range])
         })
         .await?;
-        retry("processor", "cache", shutdown, || {
-            sinks.cache.push_alerts(&alerts)
+        let cache = write_isolating("processor", "cache", alerts.len(), shutdown, |range| {
+            sinks.cache.push_alerts(&alerts[range])
         })
         .await?;
         let records: Vec<Record> = alerts
@@ -337,37 +433,84 @@ async fn flush(
                 headers: vec![],
             })
             .collect();
-        retry("processor", "event log", shutdown, || {
-            sinks.log.append(Topic::Alerts, records.clone())
+        let log = write_isolating("processor", "event log", records.len(), shutdown, |range| {
+            sinks.log.append(Topic::Alerts, records[range].to_vec())
         })
         .await?;
+        for (sink, refused) in [
+            (sinks.registry.name(), registry),
+            (sinks.cache.name(), cache),
+            (sinks.log.name(), log),
+        ] {
+            for r in &refused {
+                let alert = &alerts[r.index];
+                letters.push(refused_letter(
+                    &alert.device_id,
+                    records[r.index].payload.clone(),
+                    sink,
+                    r,
+                ));
+            }
+        }
     }
     if !out.state.is_empty() {
         let rows = std::mem::take(&mut out.state);
-        retry("processor", "registry", shutdown, || {
-            sinks.registry.save_rule_state(&rows)
+        let refused = write_isolating("processor", "registry", rows.len(), shutdown, |range| {
+            sinks.registry.save_rule_state(&rows[range])
         })
         .await?;
-    }
-    if !malformed.is_empty() {
-        telemetry::PROCESSOR_MALFORMED.inc_by(malformed.len() as u64);
-        retry("processor", "event log", shutdown, || {
-            sinks.log.append(Topic::DeadLetter, malformed.clone())
-        })
-        .await?;
+        for r in &refused {
+            let (device_id, source, state) = &rows[r.index];
+            let payload =
+                serde_json::json!({"device_id": device_id, "source": source, "state": state});
+            letters.push(refused_letter(
+                device_id,
+                json(&payload),
+                sinks.registry.name(),
+                r,
+            ));
+        }
     }
     if !reports.is_empty() {
         let metrics: Vec<DeviceMetrics> = reports.iter().map(device_metrics).collect();
-        retry("processor", "cache", shutdown, || {
-            sinks.cache.put_metrics(&metrics, now)
+        let refused = write_isolating("processor", "cache", metrics.len(), shutdown, |range| {
+            sinks.cache.put_metrics(&metrics[range], now)
         })
         .await?;
+        for r in &refused {
+            let m = &metrics[r.index];
+            let payload = serde_json::to_vec(m).unwrap_or_default();
+            letters.push(refused_letter(&m.device_id, payload, sinks.cache.name(), r));
+        }
     }
     if let Some(counters) = dashboard {
-        retry("processor", "cache", shutdown, || {
+        match hold("processor", "cache", shutdown, || {
             sinks.cache.put_dashboard(counters, now)
         })
-        .await?;
+        .await
+        {
+            Ok(()) => {}
+            // Computed by the processor, not sent by a device: nothing to dead-letter.
+            Err(e) if e.is_content() => warn!(error = %e, "the dashboard counters were refused"),
+            Err(e) => return Err(e),
+        }
+    }
+    if !letters.is_empty() {
+        for letter in &letters {
+            let reason = letter
+                .headers
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "reason")
+                .map_or("unknown", |(_, v)| v.as_str());
+            if reason == "malformed_log_record" {
+                telemetry::PROCESSOR_MALFORMED.inc();
+            }
+            telemetry::PROCESSOR_REJECTS
+                .with_label_values(&[reason])
+                .inc();
+        }
+        dead_letters.send(letters).await;
     }
     Ok(())
 }

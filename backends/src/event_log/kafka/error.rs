@@ -62,6 +62,21 @@ fn is_permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Errors about one record's content (too large, a timestamp or record the broker
+/// refuses): that record will never be appended, the others will.
+fn is_content(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::InvalidTimestamp
+            | C::BadMessage
+    )
+}
+
 /// Maps a librdkafka error to the backend error the workers act on.
 pub(super) fn classify(error: &KafkaError, what: &str) -> BackendError {
     let detail = format!("{what}: {error}");
@@ -69,6 +84,10 @@ pub(super) fn classify(error: &KafkaError, what: &str) -> BackendError {
         KafkaError::Canceled => BackendError::Closed(BACKEND),
         KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => rejected(detail),
         _ => match error.rdkafka_error_code() {
+            Some(code) if is_content(code) => BackendError::Content {
+                backend: BACKEND,
+                detail,
+            },
             Some(code) if is_permanent(code) => rejected(detail),
             _ => unavailable(detail),
         },
@@ -95,6 +114,8 @@ mod tests {
         assert!(produce(RDKafkaErrorCode::AllBrokersDown).is_transient());
         assert!(produce(RDKafkaErrorCode::NotEnoughReplicas).is_transient());
         assert!(!produce(RDKafkaErrorCode::MessageSizeTooLarge).is_transient());
+        assert!(produce(RDKafkaErrorCode::MessageSizeTooLarge).is_content());
+        assert!(!produce(RDKafkaErrorCode::TopicAuthorizationFailed).is_content());
         assert!(!produce(RDKafkaErrorCode::TopicAuthorizationFailed).is_transient());
         assert!(
             classify(

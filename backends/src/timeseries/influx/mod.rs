@@ -468,7 +468,7 @@ impl TimeSeries for InfluxStore {
         // written because of its content.
         for reading in readings {
             if let Err(e) = line::check_reading(reading) {
-                return Err(BackendError::Rejected {
+                return Err(BackendError::Content {
                     backend: BACKEND,
                     detail: format!("{} cannot be written: {e}", describe(reading)),
                 });

@@ -8,6 +8,17 @@ use sensorfleet_model::reading::format_ts;
 use super::{BACKEND, Failure, InfluxStore};
 use crate::BackendError;
 
+/// Whether a refused write is about its points (a time outside InfluxDB's range, a field
+/// type conflict, points beyond the retention policy, a series or value limit, a body too
+/// large: 400, 413, 422) rather than about the request's configuration (401/403 no
+/// permission, 404 no such database or bucket), which is no point's fault.
+fn refusal_is_content(status: http::StatusCode, message: &str) -> bool {
+    let about_target = ["database not found", "bucket not found", "authoriz"]
+        .iter()
+        .any(|m| message.to_ascii_lowercase().contains(m));
+    matches!(status.as_u16(), 400 | 413 | 422) && !about_target
+}
+
 /// Which reading a refused write is about, from InfluxDB's message: a parse error quotes
 /// the line (`unable to parse '<line>': …`); a type conflict names the field and the
 /// measurement (`input field "f" on measurement "m" is type …`). `lines` holds each line's
@@ -86,9 +97,18 @@ impl InfluxStore {
                         )
                     }
                 };
-                Err(BackendError::Rejected {
-                    backend: BACKEND,
-                    detail: format!("InfluxDB refused a write (HTTP {status}): {message}; {point}"),
+                let detail =
+                    format!("InfluxDB refused a write (HTTP {status}): {message}; {point}");
+                Err(if refusal_is_content(status, &message) {
+                    BackendError::Content {
+                        backend: BACKEND,
+                        detail,
+                    }
+                } else {
+                    BackendError::Rejected {
+                        backend: BACKEND,
+                        detail,
+                    }
                 })
             }
             Err(failure) => Err(failure.into_error("writing readings")),
@@ -106,6 +126,43 @@ mod tests {
 
     use super::*;
     use crate::timeseries::influx::line;
+
+    #[test]
+    fn point_refusals_are_content_and_configuration_refusals_are_not() {
+        let status = |code| http::StatusCode::from_u16(code).expect("a status");
+        for (code, message) in [
+            (
+                400,
+                "partial write: field type conflict: input field \"v\" dropped=1",
+            ),
+            (
+                400,
+                "unable to parse 't v=1 -99999999999999999999': time outside range",
+            ),
+            (
+                400,
+                "partial write: points beyond retention policy dropped=1",
+            ),
+            (413, "Request Entity Too Large"),
+            (422, "failure writing points to database: partial write"),
+        ] {
+            assert!(
+                refusal_is_content(status(code), message),
+                "{code} {message}"
+            );
+        }
+        for (code, message) in [
+            (401, "authorization failed"),
+            (403, "not authorized to execute statement"),
+            (404, "database not found: \"sensors\""),
+            (400, "bucket not found"),
+        ] {
+            assert!(
+                !refusal_is_content(status(code), message),
+                "{code} {message}"
+            );
+        }
+    }
 
     fn reading(device_id: &str, device_type: &str, ts_ms: i64, field: &str) -> Reading {
         Reading {

@@ -154,6 +154,11 @@ impl Engine {
             .collect();
     }
 
+    /// The type a device has in this engine (first seen, or restored), if it has state.
+    pub fn device_type(&self, device_id: &str) -> Option<&str> {
+        self.devices.get(device_id).map(|d| &*d.device_type)
+    }
+
     /// Number of devices with state.
     pub fn device_count(&self) -> usize {
         self.devices.len()
