@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -25,6 +25,7 @@ use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::metrics::Watches;
 use crate::mirror::{MirrorTarget, Registries, RegistryConnector};
 use crate::topic::TopicAdmin;
 use crate::{Error, FIELD_MANAGER, validate};
@@ -48,6 +49,8 @@ pub struct Context {
     pub registries: Registries,
     /// How often an unchanged object is looked at again (drift repair).
     pub resync: Duration,
+    /// The controllers' caches, for the readiness probe and the objects-per-state gauge.
+    pub watches: Arc<Watches>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -70,6 +73,7 @@ impl Context {
             topics,
             registries: Registries::new(connector),
             resync,
+            watches: Arc::new(Watches::default()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -130,13 +134,16 @@ fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// Runs a reconcile and resets the object's backoff when it succeeds.
+/// Runs a reconcile, counts it in the metrics and resets the object's backoff when it
+/// succeeds.
 async fn tracked<K, F>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()>,
     F: Future<Output = Result<Action, Error>>,
 {
+    let started = std::time::Instant::now();
     let result = reconcile.await;
+    crate::metrics::reconciled(&K::kind(&()), started.elapsed(), result.as_ref().err());
     if result.is_ok() {
         ctx.succeeded(&object_key(obj.as_ref()));
     }
@@ -296,7 +303,9 @@ pub async fn run(
 
     let pipelines = Controller::new(api_for::<Pipeline>(&client, ns), watcher::Config::default());
     let pipeline_store = pipelines.store();
+    ctx.watches.follow("Pipeline", pipeline_store.clone());
     let pipelines = pipelines
+        .owns(api_for::<StatefulSet>(&client, ns), owned.clone())
         .owns(api_for::<Deployment>(&client, ns), owned.clone())
         .owns(api_for::<Service>(&client, ns), owned.clone())
         .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
@@ -333,32 +342,36 @@ pub async fn run(
     let fleets = Controller::new(
         api_for::<SensorFleet>(&client, ns),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(signal(&shutdown_tx))
-    .run(
-        |obj, ctx| {
-            let inner = fleet::reconcile(obj.clone(), ctx.clone());
-            tracked(obj, ctx, inner)
-        },
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(log_result);
+    );
+    ctx.watches.follow("SensorFleet", fleets.store());
+    let fleets = fleets
+        .graceful_shutdown_on(signal(&shutdown_tx))
+        .run(
+            |obj, ctx| {
+                let inner = fleet::reconcile(obj.clone(), ctx.clone());
+                tracked(obj, ctx, inner)
+            },
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_result);
 
     let rules = Controller::new(
         api_for::<AlertRule>(&client, ns),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(signal(&shutdown_tx))
-    .run(
-        |obj, ctx| {
-            let inner = rule::reconcile(obj.clone(), ctx.clone());
-            tracked(obj, ctx, inner)
-        },
-        error_policy,
-        ctx,
-    )
-    .for_each(log_result);
+    );
+    ctx.watches.follow("AlertRule", rules.store());
+    let rules = rules
+        .graceful_shutdown_on(signal(&shutdown_tx))
+        .run(
+            |obj, ctx| {
+                let inner = rule::reconcile(obj.clone(), ctx.clone());
+                tracked(obj, ctx, inner)
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(log_result);
 
     let stop = async move {
         shutdown.await;
