@@ -42,6 +42,10 @@ struct Cli {
         env = "SENSORFLEET_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    /// Log filter, e.g. `info` or `info,sensorfleet_operator=debug` (tracing's EnvFilter
+    /// syntax). Default: info, with the MQTT libraries and sqlx at warn.
+    #[arg(long, global = true, env = "SENSORFLEET_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     role: Role,
 }
@@ -283,11 +287,20 @@ struct OperatorArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SENSORFLEET_WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Namespace of the leader-election Lease: the operator's own.
-    #[arg(long, default_value = "default", env = "POD_NAMESPACE")]
-    lease_namespace: String,
+    /// Elect one active replica through a Lease before reconciling (`false`: no Lease;
+    /// this replica reconciles at once, so run exactly one).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SENSORFLEET_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (default: the operator's own, from its
+    /// in-cluster config or kubeconfig context).
+    #[arg(long, env = "SENSORFLEET_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
     /// Name of the leader-election Lease.
-    #[arg(long, default_value = "sensorfleet-operator")]
+    #[arg(
+        long,
+        default_value = "sensorfleet-operator",
+        env = "SENSORFLEET_LEASE_NAME"
+    )]
     lease_name: String,
     /// This replica's identity in the Lease and in Events (default: the host name).
     #[arg(long, env = "POD_NAME")]
@@ -298,6 +311,13 @@ struct OperatorArgs {
     /// How often an unchanged object is checked again to repair drift.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     resync: Duration,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9103",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    metrics_addr: SocketAddr,
 }
 
 #[derive(clap::Args)]
@@ -469,10 +489,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     parse_duration_ms(text).map(|ms| Duration::from_millis(ms as u64))
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, log: Option<&str>) {
     // rumqttd logs every connection at info; keep it to warnings unless asked.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SENSORFLEET_LOG").unwrap_or_else(|_| {
+    let filter = log
+        .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok())
+        .unwrap_or_else(|| {
             tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn,sqlx=warn")
         });
     let builder = tracing_subscriber::fmt()
@@ -715,11 +736,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("sensorfleet-operator-{}", std::process::id()));
             operator::run(OperatorConfig {
                 namespace: args.namespace,
+                leader_election: args.leader_election,
                 lease_namespace: args.lease_namespace,
                 lease_name: args.lease_name,
                 identity,
                 lease_duration: args.lease_duration,
                 resync: args.resync,
+                metrics_addr: args.metrics_addr,
             })
             .await?;
             Ok(())
@@ -729,7 +752,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    init_logging(cli.log_format, cli.log.as_deref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

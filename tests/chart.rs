@@ -450,6 +450,90 @@ fn a_named_watch_namespace_gets_a_role_there() {
     );
 }
 
+/// `sensorfleet <role> --help`, whose flags list the variables they read as `[env: …]`.
+fn role_help(role: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sensorfleet"))
+        .args([role, "--help"])
+        .output()
+        .expect("run sensorfleet --help");
+    assert!(output.status.success(), "sensorfleet {role} --help failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The other direction of tests/cli.rs's
+/// `every_worker_setting_the_operator_renders_is_read_by_a_role`: every environment
+/// variable the chart sets on a container, in every rendering, is read by the role that
+/// container runs (`args[0]`): `sensorfleet <role> --help` lists it as `[env: NAME=…]`
+/// (or `[env: NAME]` when its value is hidden). A variable no role reads is a chart
+/// setting that silently does nothing, as `operator.leaderElection.enabled=false` once did.
+#[test]
+fn every_env_var_the_chart_sets_is_read_by_the_role_it_runs() {
+    let Some(helm) = helm_binary() else { return };
+    let renderings = [
+        render(&helm, &[], &[]),
+        render(&helm, ALL_ON, &["monitoring.coreos.com/v1"]),
+        render(
+            &helm,
+            &[
+                "operator.leaderElection.enabled=false",
+                "operator.leaderElection.leaseName=plant-7-operator",
+                "operator.watchNamespace=plant-7",
+            ],
+            &[],
+        ),
+    ];
+    let mut helps = std::collections::BTreeMap::new();
+    let mut checked = BTreeSet::new();
+    for objects in &renderings {
+        for object in objects {
+            let pod = &object["spec"]["template"]["spec"];
+            let containers = ["initContainers", "containers"]
+                .iter()
+                .filter_map(|field| pod[*field].as_sequence())
+                .flatten();
+            for container in containers {
+                let args = strings(&container["args"]);
+                let role = *args.first().unwrap_or_else(|| {
+                    panic!(
+                        "{}/{}: a container without a role",
+                        kind_of(object),
+                        name_of(object)
+                    )
+                });
+                let help = helps
+                    .entry(role.to_owned())
+                    .or_insert_with(|| role_help(role));
+                for env in container["env"].as_sequence().into_iter().flatten() {
+                    let name = env["name"].as_str().expect("an env var has a name");
+                    assert!(
+                        help.contains(&format!("[env: {name}="))
+                            || help.contains(&format!("[env: {name}]")),
+                        "the chart sets {name} on {}/{}, but `sensorfleet {role}` reads no such variable",
+                        kind_of(object),
+                        name_of(object)
+                    );
+                    checked.insert((role.to_owned(), name.to_owned()));
+                }
+            }
+        }
+    }
+    for name in [
+        "SENSORFLEET_METRICS_ADDR",
+        "SENSORFLEET_WATCH_NAMESPACE",
+        "SENSORFLEET_LEADER_ELECTION",
+        "SENSORFLEET_LEASE_NAME",
+        "SENSORFLEET_LEASE_NAMESPACE",
+        "POD_NAME",
+        "SENSORFLEET_LOG",
+        "SENSORFLEET_LOG_FORMAT",
+    ] {
+        assert!(
+            checked.contains(&("operator".to_owned(), name.to_owned())),
+            "no rendering sets {name} on the operator: {checked:?}"
+        );
+    }
+}
+
 #[test]
 fn helm_lint_passes_strictly() {
     let Some(helm) = helm_binary() else { return };

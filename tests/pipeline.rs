@@ -584,3 +584,156 @@ async fn a_running_processor_applies_a_changed_alert_rule() {
         "no restart"
     );
 }
+
+/// Readings of `devices`, `per_device` each 20 ms apart in device time, published by one
+/// QoS 1 `mosquitto_pub` per device at 5 readings every 100 ms, on their own threads.
+fn publish_devices(
+    stack: &Stack,
+    devices: &[String],
+    per_device: usize,
+    base: i64,
+) -> Vec<std::thread::JoinHandle<()>> {
+    devices
+        .iter()
+        .enumerate()
+        .map(|(n, device)| {
+            let lines: Vec<String> = (0..per_device)
+                .map(|i| reading(device, base + i as i64 * 20, 20.0 + (i % 7) as f64 * 0.1))
+                .collect();
+            let topic = format!("sensors/temperature_sensor/{device}");
+            let client_id = format!("{}-{device}-pub{n}", stack.run);
+            let port = stack.mqtt_port;
+            std::thread::spawn(move || {
+                publish_paced(
+                    port,
+                    &client_id,
+                    &topic,
+                    &lines,
+                    5,
+                    Duration::from_millis(100),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Waits until the count of `regex` in InfluxDB has not moved for `quiet`; returns it.
+async fn settled_count(stack: &Stack, regex: &str, quiet: Duration) -> u64 {
+    let mut last = influx_count(stack, regex).await;
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while since.elapsed() < quiet {
+        assert!(
+            Instant::now() < deadline,
+            "{regex}: the count never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = influx_count(stack, regex).await;
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    last
+}
+
+/// Bridges keep their MQTT sessions across a rollout: two bridges in one shared
+/// subscription under the ids the operator's StatefulSet gives them (the pod names
+/// `<pipeline>-bridge-<ordinal>`), rolled as a StatefulSet rolls them — ordinal 1, then
+/// 0, each stopped with SIGTERM and started again under the same id while the readings
+/// keep coming at QoS 1 — store every reading exactly once.
+///
+/// Then the counter-proof, what a Deployment's new pod names did: a bridge restarted
+/// under a new id leaves its old session in the group, the broker keeps dealing it
+/// readings that nobody takes; they arrive only once a bridge under the old id returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_of_bridges_under_their_stateful_set_ids_loses_nothing() {
+    let Some(stack) = Stack::start("roll") else {
+        return;
+    };
+    let base = base_ts_ms();
+    let devices: Vec<String> = (1..=10).map(|i| format!("{}-r{i:02}", stack.run)).collect();
+    let lost: Vec<String> = (1..=10).map(|i| format!("{}-x{i:02}", stack.run)).collect();
+    let all: Vec<String> = devices.iter().chain(&lost).cloned().collect();
+    stack.apply(&[&stack.manifest("fleet.yaml", &fleet("roll", &all))]);
+
+    let id = |ordinal: u32| format!("{}-bridge-{ordinal}", stack.run);
+    let bridge =
+        |client_id: &str| stack.role("bridge", &["--client-id", client_id, "--connections", "2"]);
+    let mut ordinals = [bridge(&id(0)), bridge(&id(1))];
+    for b in &ordinals {
+        b.ready(60).await;
+    }
+
+    // 10 devices × 300 readings over ~6 s; the rollout happens in the middle of it.
+    let per_device = 300;
+    let publishers = publish_devices(&stack, &devices, per_device, base);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for ordinal in [1, 0] {
+        let b = &mut ordinals[ordinal];
+        b.stop();
+        // The broker keeps dealing this session its share while the pod is away.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        b.restart();
+        b.ready(60).await;
+    }
+    for publisher in publishers {
+        publisher.join().expect("publisher");
+    }
+    let total = (devices.len() * per_device) as u64;
+    let regex = format!("^{}-r", stack.run);
+    let stored = eventually(60, "every reading of the rollout in InfluxDB", || {
+        let stack = &stack;
+        let regex = regex.clone();
+        async move {
+            let n = influx_count(stack, &regex).await;
+            (n >= total).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(stored, total, "exactly once: count by device and timestamp");
+    for device in &devices {
+        assert_eq!(
+            influx_count(&stack, &format!("^{device}$")).await,
+            per_device as u64,
+            "{device}"
+        );
+    }
+    for b in &ordinals {
+        let log = b.log_text();
+        assert_eq!(log.matches("bridge starting").count(), 2, "{log}");
+        // The restart found the session the broker kept for its id.
+        assert!(log.contains("session_present=true"), "{log}");
+    }
+
+    // The counter-proof: ordinal 1 comes back under a new id, as a Deployment's pod did.
+    ordinals[1].stop();
+    let mut renamed = bridge(&format!("{}-bridge-7f9c2", stack.run));
+    renamed.ready(60).await;
+    let publishers = publish_devices(&stack, &lost, per_device, base);
+    for publisher in publishers {
+        publisher.join().expect("publisher");
+    }
+    let regex = format!("^{}-x", stack.run);
+    let stranded = settled_count(&stack, &regex, Duration::from_secs(5)).await;
+    let total = (lost.len() * per_device) as u64;
+    assert!(
+        stranded < total,
+        "a bridge under a new id lost nothing ({stranded} of {total}): the broker no longer \
+         deals to offline sessions, and the StatefulSet's stable ids are not what saves a rollout"
+    );
+    // What was dealt to the old id waited in its session: the old id takes it up.
+    ordinals[1].restart();
+    ordinals[1].ready(60).await;
+    let stored = eventually(60, "the stranded readings, once the old id is back", || {
+        let stack = &stack;
+        let regex = regex.clone();
+        async move {
+            let n = influx_count(stack, &regex).await;
+            (n >= total).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(stored, total);
+    renamed.stop();
+}

@@ -1,10 +1,19 @@
 //! Build: the Kubernetes objects a Pipeline wants, as pure functions of the Pipeline and
 //! the partition plan. Nothing here talks to a server; the reconciler applies what these
 //! return with server-side apply.
+//!
+//! The bridge is a StatefulSet, the processor and the API are Deployments. The bridge's
+//! MQTT client id is its pod name, and a StatefulSet's pod names are stable
+//! (`<pipeline>-bridge-<ordinal>`): a restarted or rolled bridge comes back under the id
+//! whose persistent session the broker kept, and takes the QoS 1 messages the shared
+//! subscription dealt to it while it was away. A Deployment's pods get new names, so
+//! every rollout would leave sessions nobody reads, with their messages queued for ever.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
@@ -33,7 +42,8 @@ pub const CONFIG_HASH_ANNOTATION: &str = "iot.sensorfleet.dev/config-hash";
 /// `app.kubernetes.io/managed-by` of everything the operator creates.
 pub const MANAGED_BY: &str = "sensorfleet-operator";
 
-/// One kind of worker: a Deployment and a Service of the one image, `args: [role]`.
+/// One kind of worker: a workload (the bridge's a StatefulSet, the others' a Deployment)
+/// and a Service of the one image, `args: [role]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Worker {
     /// `sensorfleet bridge`.
@@ -65,7 +75,7 @@ impl Worker {
         }
     }
 
-    /// Name of its Deployment and Service: `<pipeline>-<role>`.
+    /// Name of its StatefulSet or Deployment, and of its Service: `<pipeline>-<role>`.
     pub fn object_name(self, pipeline: &str) -> String {
         format!("{pipeline}-{}", self.role())
     }
@@ -81,9 +91,11 @@ pub fn config_map_name(pipeline: &str) -> String {
 pub struct DesiredObjects {
     /// The rendered worker config.
     pub config_map: ConfigMap,
-    /// Bridge, processor and api, in [`Worker::ALL`] order.
+    /// The bridge: a StatefulSet, so each replica keeps its MQTT client id.
+    pub bridge: StatefulSet,
+    /// Processor and api, in [`Worker::ALL`] order.
     pub deployments: Vec<Deployment>,
-    /// One Service per Deployment, same order.
+    /// One Service per worker, in [`Worker::ALL`] order.
     pub services: Vec<Service>,
     /// The API's Ingress, when `spec.api.ingress` is set.
     pub ingress: Option<Ingress>,
@@ -218,7 +230,8 @@ pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
             ));
         }
         // Each replica needs its own MQTT client id (the broker keeps one session per
-        // id); the pod name is unique among running replicas.
+        // id), the same one after every restart and rollout: the pod name of a
+        // StatefulSet, `<pipeline>-bridge-<ordinal>`, is both.
         env.push(EnvVar {
             name: "SENSORFLEET_BRIDGE_CLIENT_ID".into(),
             value_from: Some(EnvVarSource {
@@ -372,7 +385,8 @@ pub fn pipeline_objects(pipeline: &Pipeline, replicas: Replicas) -> Result<Desir
         data: Some(config),
         ..Default::default()
     };
-    let deployments = Worker::ALL
+    let bridge = bridge_stateful_set(&owner, spec, replicas.bridge, &hash);
+    let deployments = [Worker::Processor, Worker::Api]
         .iter()
         .map(|&worker| deployment(&owner, spec, worker, replicas.of(worker), &hash))
         .collect();
@@ -387,19 +401,20 @@ pub fn pipeline_objects(pipeline: &Pipeline, replicas: Replicas) -> Result<Desir
         .map(|ingress| api_ingress(&owner, ingress));
     Ok(DesiredObjects {
         config_map,
+        bridge,
         deployments,
         services,
         ingress,
     })
 }
 
-fn deployment(
+/// The pod template of one worker: its one container and the labels and config hash.
+fn pod_template(
     owner: &Owner,
     spec: &PipelineSpec,
     worker: Worker,
-    replicas: i32,
     config_hash: &str,
-) -> Deployment {
+) -> PodTemplateSpec {
     let (port_name, port) = worker.port();
     let wanted = match worker {
         Worker::Bridge => spec.bridge.resources.as_ref(),
@@ -430,6 +445,29 @@ fn deployment(
         resources: resources(wanted),
         ..Default::default()
     };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(&owner.name, worker.role())),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                config_hash.to_owned(),
+            )])),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            ..Default::default()
+        }),
+    }
+}
+
+fn deployment(
+    owner: &Owner,
+    spec: &PipelineSpec,
+    worker: Worker,
+    replicas: i32,
+    config_hash: &str,
+) -> Deployment {
     let component = worker.role();
     Deployment {
         metadata: owner.meta(worker.object_name(&owner.name), component),
@@ -439,20 +477,40 @@ fn deployment(
                 match_labels: Some(selector_labels(&owner.name, component)),
                 ..Default::default()
             },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(&owner.name, component)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash.to_owned(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    ..Default::default()
-                }),
+            template: pod_template(owner, spec, worker, config_hash),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The bridge's StatefulSet. `Parallel`: replicas start and stop together when scaled
+/// (one that cannot start does not hold the others back); a rollout still replaces one
+/// pod at a time, each coming back under its name and so its MQTT session.
+fn bridge_stateful_set(
+    owner: &Owner,
+    spec: &PipelineSpec,
+    replicas: i32,
+    config_hash: &str,
+) -> StatefulSet {
+    let worker = Worker::Bridge;
+    let name = worker.object_name(&owner.name);
+    StatefulSet {
+        metadata: owner.meta(name.clone(), worker.role()),
+        spec: StatefulSetSpec {
+            replicas: Some(replicas),
+            // The bridge's Service; the pods need no DNS names of their own.
+            service_name: Some(name),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&owner.name, worker.role())),
+                ..Default::default()
             },
+            template: pod_template(owner, spec, worker, config_hash),
             ..Default::default()
         },
         ..Default::default()

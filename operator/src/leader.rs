@@ -9,6 +9,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+use tokio::sync::watch;
 
 /// What the Lease says, reduced to what the decision needs (times in Unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,12 +134,25 @@ pub enum LeaderError {
     },
 }
 
+/// Where a replica stands in the election, as its readiness probe reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Has not read the Lease yet, or the last read failed: not ready.
+    Candidate,
+    /// Another replica leads; this one waits to take over: ready.
+    Standby,
+    /// Holds the Lease (or leader election is off) and reconciles: ready once the
+    /// controllers' watches have synced.
+    Leading,
+}
+
 /// A candidate for one Lease.
 pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
     identity: String,
     duration: Duration,
+    standing: watch::Sender<Standing>,
 }
 
 impl LeaderElector {
@@ -150,7 +164,14 @@ impl LeaderElector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            standing: watch::Sender::new(Standing::Candidate),
         }
+    }
+
+    /// Follows where this candidate stands, as [`Self::acquire`], [`Self::hold`] and
+    /// [`Self::release`] find it.
+    pub fn standing(&self) -> watch::Receiver<Standing> {
+        self.standing.subscribe()
     }
 
     /// How often the leader renews and a follower retries: a third of the duration, so
@@ -200,12 +221,17 @@ impl LeaderElector {
             match self.try_lead().await {
                 Ok(Ok(())) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "leading");
+                    self.standing.send_replace(Standing::Leading);
                     return;
                 }
                 Ok(Err(holder)) => {
                     tracing::debug!(lease = %self.name, %holder, "following");
+                    self.standing.send_replace(Standing::Standby);
                 }
-                Err(e) => tracing::warn!(lease = %self.name, error = %e, "lease read failed"),
+                Err(e) => {
+                    tracing::warn!(lease = %self.name, error = %e, "lease read failed");
+                    self.standing.send_replace(Standing::Candidate);
+                }
             }
             tokio::time::sleep(self.period()).await;
         }
@@ -214,6 +240,12 @@ impl LeaderElector {
     /// Renews every period; returns when leadership is lost (the caller stops
     /// reconciling: a deposed leader must not keep writing).
     pub async fn hold(&self) -> LeaderError {
+        let lost = self.keep().await;
+        self.standing.send_replace(Standing::Candidate);
+        lost
+    }
+
+    async fn keep(&self) -> LeaderError {
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.period()).await;
@@ -239,6 +271,7 @@ impl LeaderElector {
     /// Gives the Lease up (on shutdown) so a standby takes over at once instead of after
     /// the duration. Best effort: a failure only delays the takeover.
     pub async fn release(&self) {
+        self.standing.send_replace(Standing::Candidate);
         let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
             return;
         };

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sensorfleet_model::Pipeline;
 use sensorfleet_operator::build::{
@@ -27,8 +26,21 @@ fn build(pipeline: &Pipeline, processor: i32) -> DesiredObjects {
     pipeline_objects(pipeline, replicas).expect("builds")
 }
 
-fn container(deployment: &Deployment) -> &Container {
-    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+/// The pod templates of the bridge (StatefulSet), processor and api (Deployments), in
+/// [`Worker::ALL`] order.
+fn templates(desired: &DesiredObjects) -> Vec<&PodTemplateSpec> {
+    std::iter::once(&desired.bridge.spec.template)
+        .chain(desired.deployments.iter().map(|d| &d.spec.template))
+        .collect()
+}
+
+/// The one container of `worker`'s pods.
+fn container(desired: &DesiredObjects, worker: Worker) -> &Container {
+    let index = Worker::ALL
+        .iter()
+        .position(|w| *w == worker)
+        .expect("a worker");
+    let pod = templates(desired)[index].spec.as_ref().expect("pod spec");
     assert_eq!(pod.containers.len(), 1);
     &pod.containers[0]
 }
@@ -42,10 +54,9 @@ fn the_full_pipeline_renders_every_object() {
     let pipeline = fixture("pipeline-full.yaml");
     let desired = build(&pipeline, 5);
 
-    let names: Vec<_> = desired
-        .deployments
-        .iter()
-        .map(|d| d.metadata.name.clone().unwrap_or_default())
+    let names: Vec<_> = std::iter::once(&desired.bridge.metadata)
+        .chain(desired.deployments.iter().map(|d| &d.metadata))
+        .map(|m| m.name.clone().unwrap_or_default())
         .collect();
     assert_eq!(names, ["main-bridge", "main-processor", "main-api"]);
     let service_names: Vec<_> = desired
@@ -57,6 +68,7 @@ fn the_full_pipeline_renders_every_object() {
 
     // Everything is owned by the Pipeline (garbage-collected with it) and labelled.
     let metas = std::iter::once(&desired.config_map.metadata)
+        .chain(std::iter::once(&desired.bridge.metadata))
         .chain(desired.deployments.iter().map(|d| &d.metadata))
         .chain(desired.services.iter().map(|s| &s.metadata))
         .chain(desired.ingress.iter().map(|i| &i.metadata));
@@ -78,15 +90,19 @@ fn the_full_pipeline_renders_every_object() {
     }
 
     // Replicas: bridge and api from the spec, processor as decided.
-    let replicas: Vec<_> = desired
-        .deployments
-        .iter()
-        .map(|d| d.spec.replicas)
+    let replicas: Vec<_> = std::iter::once(desired.bridge.spec.replicas)
+        .chain(desired.deployments.iter().map(|d| d.spec.replicas))
         .collect();
     assert_eq!(replicas, [Some(2), Some(5), Some(2)]);
 
-    for (deployment, worker) in desired.deployments.iter().zip(Worker::ALL) {
-        let c = container(deployment);
+    let selectors = std::iter::once(&desired.bridge.spec.selector)
+        .chain(desired.deployments.iter().map(|d| &d.spec.selector));
+    for ((template, selector), worker) in templates(&desired)
+        .into_iter()
+        .zip(selectors)
+        .zip(Worker::ALL)
+    {
+        let c = container(&desired, worker);
         assert_eq!(c.args.as_deref(), Some(&[worker.role().to_owned()][..]));
         assert_eq!(c.image.as_deref(), Some("sensorfleet:0.1.0"));
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
@@ -108,15 +124,8 @@ fn the_full_pipeline_renders_every_object() {
             .expect("readiness");
         assert_eq!(ready.path.as_deref(), Some("/health/ready"));
         // The selector is a subset of the pod labels (the API server refuses otherwise).
-        let selector = deployment
-            .spec
-            .selector
-            .match_labels
-            .as_ref()
-            .expect("selector");
-        let pod_labels = deployment
-            .spec
-            .template
+        let selector = selector.match_labels.as_ref().expect("selector");
+        let pod_labels = template
             .metadata
             .as_ref()
             .and_then(|m| m.labels.as_ref())
@@ -148,7 +157,7 @@ fn the_full_pipeline_renders_every_object() {
 
     // Only the bridge logs in to MQTT, with credentials from the Secret, referenced
     // after they are defined (Kubernetes expands $(VAR) only backwards).
-    let bridge = container(&desired.deployments[0]);
+    let bridge = container(&desired, Worker::Bridge);
     let env_names: Vec<_> = bridge
         .env
         .iter()
@@ -168,10 +177,9 @@ fn the_full_pipeline_renders_every_object() {
         env(bridge, "SENSORFLEET_MQTT_URL").and_then(|e| e.value.as_deref()),
         Some("mqtt://$(SENSORFLEET_MQTT_USERNAME):$(SENSORFLEET_MQTT_PASSWORD)@mosquitto:1883")
     );
-    assert!(env(bridge, "SENSORFLEET_BRIDGE_CLIENT_ID").is_some());
     assert!(
         env(
-            container(&desired.deployments[1]),
+            container(&desired, Worker::Processor),
             "SENSORFLEET_MQTT_PASSWORD"
         )
         .is_none()
@@ -183,7 +191,7 @@ fn the_full_pipeline_renders_every_object() {
         Some("250m")
     );
     assert_eq!(resources.limits.as_ref().map(|r| r.len()), Some(1));
-    assert!(container(&desired.deployments[1]).resources.is_none());
+    assert!(container(&desired, Worker::Processor).resources.is_none());
 
     let config = desired.config_map.data.as_ref().expect("data");
     let expected: BTreeMap<&str, &str> = BTreeMap::from([
@@ -241,10 +249,8 @@ fn the_minimal_pipeline_gets_defaults_and_no_ingress() {
     assert!(sensorfleet_operator::validate::pipeline(&pipeline.spec).is_empty());
     let desired = build(&pipeline, 3);
     assert!(desired.ingress.is_none());
-    let replicas: Vec<_> = desired
-        .deployments
-        .iter()
-        .map(|d| d.spec.replicas)
+    let replicas: Vec<_> = std::iter::once(desired.bridge.spec.replicas)
+        .chain(desired.deployments.iter().map(|d| d.spec.replicas))
         .collect();
     assert_eq!(replicas, [Some(1), Some(3), Some(1)]);
     let config = desired.config_map.data.as_ref().expect("data");
@@ -256,7 +262,7 @@ fn the_minimal_pipeline_gets_defaults_and_no_ingress() {
         config["SENSORFLEET_KAFKA_URL"],
         "kafka://kafka-0:9092,kafka-1:9092?readings_topic=sensor-readings&dead_letter_topic=sensor-readings-dlq"
     );
-    let bridge = container(&desired.deployments[0]);
+    let bridge = container(&desired, Worker::Bridge);
     assert!(env(bridge, "SENSORFLEET_MQTT_USERNAME").is_none());
     assert!(
         env(bridge, "SENSORFLEET_REDIS_URL").is_none(),
@@ -268,7 +274,7 @@ fn the_minimal_pipeline_gets_defaults_and_no_ingress() {
         .expect("secret ref");
     assert_eq!((pg.name.as_str(), pg.key.as_str()), ("pg", "dsn"));
     assert!(
-        container(&desired.deployments[0])
+        container(&desired, Worker::Bridge)
             .image_pull_policy
             .is_none()
     );
@@ -277,15 +283,21 @@ fn the_minimal_pipeline_gets_defaults_and_no_ingress() {
 #[test]
 fn a_config_change_rolls_the_workers_and_a_replica_change_does_not() {
     let pipeline = fixture("pipeline-full.yaml");
+    // Every worker carries the same hash: a config change rolls all three.
     let hash = |d: &DesiredObjects| {
-        d.deployments[0]
-            .spec
-            .template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref())
-            .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
-            .expect("hash annotation")
+        let hashes: Vec<String> = templates(d)
+            .iter()
+            .map(|t| {
+                t.metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.as_ref())
+                    .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+                    .expect("hash annotation")
+            })
+            .collect();
+        assert_eq!(hashes.len(), 3);
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+        hashes[0].clone()
     };
     let before = build(&pipeline, 5);
     assert_eq!(
@@ -329,4 +341,62 @@ fn fleets_from_fixtures_drive_partitions_and_processors() {
         partitions::processor_replicas(plan.target, &pipeline.spec.processor),
         16
     );
+}
+
+/// The bridge is a StatefulSet whose pods take their MQTT client id from their name
+/// (`<pipeline>-bridge-<ordinal>`): the same id after every restart and rollout, so the
+/// broker's persistent session and the messages queued in it are taken up again.
+#[test]
+fn the_bridge_is_a_stateful_set_and_its_client_id_is_the_stable_pod_name() {
+    let pipeline = fixture("pipeline-full.yaml");
+    let desired = build(&pipeline, 5);
+    let bridge = &desired.bridge;
+    assert_eq!(bridge.metadata.name.as_deref(), Some("main-bridge"));
+    let spec = &bridge.spec;
+    assert_eq!(spec.service_name.as_deref(), Some("main-bridge"));
+    assert_eq!(
+        desired.services[0].metadata.name.as_deref(),
+        Some("main-bridge"),
+        "the StatefulSet's serviceName is the bridge's Service"
+    );
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(
+        spec.update_strategy
+            .as_ref()
+            .and_then(|u| u.type_.as_deref()),
+        Some("RollingUpdate")
+    );
+    assert!(
+        spec.volume_claim_templates.is_none(),
+        "the bridge keeps no state on disk: its session is on the broker"
+    );
+    let id = env(
+        container(&desired, Worker::Bridge),
+        "SENSORFLEET_BRIDGE_CLIENT_ID",
+    )
+    .expect("the client id");
+    assert_eq!(id.value, None);
+    assert_eq!(
+        id.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name"),
+        "a StatefulSet's pod name is <name>-<ordinal>, stable across restarts"
+    );
+    // The share group is the pipeline's, so all ordinals share the one stream.
+    assert_eq!(
+        desired.config_map.data.as_ref().expect("data")["SENSORFLEET_BRIDGE_GROUP"],
+        "main-bridge"
+    );
+    // Only the bridge is a StatefulSet: the processor and the API keep no MQTT session.
+    let kinds: Vec<_> = desired
+        .deployments
+        .iter()
+        .map(|d| d.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["main-processor", "main-api"]);
+    for worker in [Worker::Processor, Worker::Api] {
+        assert!(env(container(&desired, worker), "SENSORFLEET_BRIDGE_CLIENT_ID").is_none());
+    }
 }

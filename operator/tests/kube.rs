@@ -1,5 +1,6 @@
 //! The operator against a real Kubernetes API server (with the controller manager, so
-//! Deployments get ReplicaSets and owned objects are garbage-collected).
+//! Deployments get ReplicaSets, the bridge's StatefulSet gets its pods and owned objects
+//! are garbage-collected).
 //!
 //! The API server comes from `scripts/testenv up kube`, which exports
 //! `SENSORFLEET_TEST_KUBECONFIG`; the reconcile test also drives the real Kafka
@@ -17,8 +18,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -297,13 +298,21 @@ async fn the_operator_reconciles_against_a_real_api_server() {
     let running = start(&client, &ns);
 
     // The Pipeline's objects exist with the expected spec, and the controller manager
-    // makes ReplicaSets of the Deployments.
+    // makes ReplicaSets of the Deployments and the bridge's pod of its StatefulSet.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    for name in ["main-bridge", "main-processor", "main-api"] {
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let bridge = eventually("main-bridge", || async {
+        stateful_sets.get("main-bridge").await.ok()
+    })
+    .await;
+    let mut templates = vec![("main-bridge", bridge.spec.template)];
+    for name in ["main-processor", "main-api"] {
         let d = eventually(name, || async { deployments.get(name).await.ok() }).await;
+        templates.push((name, d.spec.template));
+    }
+    for (name, template) in templates {
         assert_eq!(
-            d.spec
-                .template
+            template
                 .spec
                 .as_ref()
                 .and_then(|p| p.containers[0].args.clone())
@@ -349,10 +358,29 @@ async fn the_operator_reconciles_against_a_real_api_server() {
             .ok()?
             .items
             .len()
-            >= 3)
+            >= 2)
             .then_some(())
     })
     .await;
+    // The StatefulSet controller names the bridge's pod by its ordinal; that name is the
+    // pod's MQTT client id, the same after every restart.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let bridge_pod = eventually("the bridge's pod main-bridge-0", || async {
+        pods.get("main-bridge-0").await.ok()
+    })
+    .await;
+    let client_id = bridge_pod
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers[0].env.as_ref())
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.name == "SENSORFLEET_BRIDGE_CLIENT_ID")
+        })
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.clone());
+    assert_eq!(client_id.as_deref(), Some("metadata.name"));
     pipeline_status(&pipelines, "pipeline ready with min partitions", |s| {
         (find_condition(&s.conditions, READY)?.status == ConditionStatus::True && s.partitions == 3)
             .then_some(())
@@ -543,6 +571,16 @@ async fn the_operator_reconciles_against_a_real_api_server() {
             .then_some(())
     })
     .await;
+    eventually("the owned StatefulSet collected", || async {
+        stateful_sets
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 
     running.stop().await;
     // The invalid rule still holds the finalizer; the namespace deletion below waits for
@@ -632,6 +670,7 @@ async fn versions(client: &Client, ns: &str) -> std::collections::BTreeMap<Strin
     let rules: Api<AlertRule> = Api::namespaced(client.clone(), ns);
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
     for (kind, items) in [
         (
@@ -646,6 +685,10 @@ async fn versions(client: &Client, ns: &str) -> std::collections::BTreeMap<Strin
         (
             "Deployment",
             deployments.list(&lp).await.map(|l| names(l.items)),
+        ),
+        (
+            "StatefulSet",
+            stateful_sets.list(&lp).await.map(|l| names(l.items)),
         ),
         ("Event", events.list(&lp).await.map(|l| names(l.items))),
     ] {

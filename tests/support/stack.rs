@@ -208,7 +208,8 @@ impl Stack {
             args,
             env: self.env(),
             addr,
-            log: self.dir.path().join(format!("{role}.log")),
+            // One log per process: two bridges of one run must not share a file.
+            log: self.dir.path().join(format!("{role}-{}.log", addr.port())),
             child: None,
             starts: 0,
         };
@@ -422,9 +423,37 @@ impl RoleProcess {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod in a rollout, and waits (at most 20 s) for the
+    /// clean shutdown.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(status.success(), "{} stopped with {status}", self.role);
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not stop within 20 s of SIGTERM; log:\n{}",
+                    self.role,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts it again with the same arguments and environment.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart after kill9");
+        assert!(self.child.is_none(), "restart after kill9 or stop");
         self.spawn();
     }
 

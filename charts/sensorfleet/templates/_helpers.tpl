@@ -86,7 +86,8 @@ namespace) and a ClusterRole (all). Why each verb is here:
 - pipelines/finalizers update: the objects it creates carry an ownerReference with
   blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin only
   allows to whoever may update the owner's finalizers;
-- ConfigMaps, Deployments, Services, Ingresses: server-side apply is a patch that creates
+- ConfigMaps, Deployments, StatefulSets (the bridges: a stable pod name is a stable MQTT
+  client id), Services, Ingresses: server-side apply is a patch that creates
   the object when it is missing (patch + create), list/watch to notice drift, delete to
   remove what a Pipeline no longer asks for; no update: apply never needs it;
 - Secrets: get only, by the names Pipelines reference; it can neither list nor watch
@@ -107,7 +108,7 @@ namespace) and a ClusterRole (all). Why each verb is here:
   resources: [configmaps, services]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
-  resources: [deployments]
+  resources: [deployments, statefulsets]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -32,6 +32,7 @@ use sensorfleet_model::{AlertRule, Pipeline, Problem, SensorFleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::metrics::Watches;
 use crate::mirror::{MirrorTarget, Registries, RegistryConnector};
 use crate::topic::TopicAdmin;
 use crate::{Error, FIELD_MANAGER, validate};
@@ -55,6 +56,8 @@ pub struct Context {
     pub registries: Registries,
     /// How often an unchanged object is looked at again (drift repair).
     pub resync: Duration,
+    /// The controllers' caches, for the readiness probe and the objects-per-state gauge.
+    pub watches: Arc<Watches>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -77,6 +80,7 @@ impl Context {
             topics,
             registries: Registries::new(connector),
             resync,
+            watches: Arc::new(Watches::default()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -137,13 +141,16 @@ fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// Runs a reconcile and resets the object's backoff when it succeeds.
+/// Runs a reconcile, counts it in the metrics and resets the object's backoff when it
+/// succeeds.
 async fn tracked<K, F>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()>,
     F: Future<Output = Result<Action, Error>>,
 {
+    let started = std::time::Instant::now();
     let result = reconcile.await;
+    crate::metrics::reconciled(&K::kind(&()), started.elapsed(), result.as_ref().err());
     if result.is_ok() {
         ctx.succeeded(&object_key(obj.as_ref()));
     }
@@ -371,7 +378,9 @@ pub async fn run(
 
     let pipelines = Controller::new(api_for::<Pipeline>(&client, ns), watcher::Config::default());
     let pipeline_store = pipelines.store();
+    ctx.watches.follow("Pipeline", pipeline_store.clone());
     let pipelines = pipelines
+        .owns(api_for::<StatefulSet>(&client, ns), owned.clone())
         .owns(api_for::<Deployment>(&client, ns), owned.clone())
         .owns(api_for::<Service>(&client, ns), owned.clone())
         .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
@@ -405,8 +414,14 @@ pub async fn run(
         )
         .for_each(log_result);
 
-    let fleets = mirror_controller::<SensorFleet>(&client, ns, signal(&shutdown_tx), ctx.clone());
-    let rules = mirror_controller::<AlertRule>(&client, ns, signal(&shutdown_tx), ctx);
+    let fleets = mirror_controller::<SensorFleet>(
+        &client,
+        ns,
+        "SensorFleet",
+        signal(&shutdown_tx),
+        ctx.clone(),
+    );
+    let rules = mirror_controller::<AlertRule>(&client, ns, "AlertRule", signal(&shutdown_tx), ctx);
 
     let stop = async move {
         shutdown.await;
@@ -420,13 +435,16 @@ pub async fn run(
 fn mirror_controller<K>(
     client: &Client,
     namespace: Option<&str>,
+    kind: &'static str,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ctx: Arc<Context>,
 ) -> impl Future<Output = ()>
 where
-    K: mirrored::Mirrored,
+    K: mirrored::Mirrored + crate::metrics::WithConditions,
 {
-    Controller::new(api_for::<K>(client, namespace), watcher::Config::default())
+    let controller = Controller::new(api_for::<K>(client, namespace), watcher::Config::default());
+    ctx.watches.follow(kind, controller.store());
+    controller
         .graceful_shutdown_on(shutdown)
         .run(
             |obj, ctx| {

@@ -1,9 +1,10 @@
-//! Pipeline → ConfigMap, Deployments, Services, Ingress and the Kafka topic.
+//! Pipeline → ConfigMap, the bridge's StatefulSet, Deployments, Services, Ingress and the
+//! Kafka topic.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -95,12 +96,18 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
         &desired.config_map,
     )
     .await?;
+    apply(
+        &Api::<StatefulSet>::namespaced(client.clone(), &namespace),
+        &desired.bridge,
+    )
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    // Operators before the bridge's StatefulSet made it a Deployment of the same name;
+    // its pods would join the MQTT group under ids no restart gives back. Not found is
+    // the usual case.
+    delete_if_present(&deployments, &Worker::Bridge.object_name(&name)).await?;
     for deployment in &desired.deployments {
-        apply(
-            &Api::<Deployment>::namespaced(client.clone(), &namespace),
-            deployment,
-        )
-        .await?;
+        apply(&deployments, deployment).await?;
     }
     for service in &desired.services {
         apply(
@@ -112,18 +119,9 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &namespace);
     match &desired.ingress {
         Some(ingress) => apply(&ingresses, ingress).await?,
-        None => {
-            // `spec.api.ingress` removed: the Ingress made for it goes too. Not found is
-            // the usual case (none was ever asked for).
-            match ingresses
-                .delete(&Worker::Api.object_name(&name), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // `spec.api.ingress` removed: the Ingress made for it goes too. Not found is the
+        // usual case (none was ever asked for).
+        None => delete_if_present(&ingresses, &Worker::Api.object_name(&name)).await?,
     }
 
     // Status from what was applied.
@@ -175,6 +173,18 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// Deletes the object `name` of `api`; one that does not exist is no error.
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Status after an apply: partitions, replicas and the three conditions.
