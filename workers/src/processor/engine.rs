@@ -132,6 +132,8 @@ struct FieldState {
     average: MovingAverage,
     detector: Detector,
     detect: bool,
+    /// The detector's score of the latest reading (what `sensorfleet detect` prints).
+    score: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -260,6 +262,14 @@ impl Engine {
     /// Number of devices with state.
     pub fn device_count(&self) -> usize {
         self.devices.len()
+    }
+
+    /// The anomaly score of the device's latest reading of its main field, by the same
+    /// [`Detector`] `sensorfleet detect` replays; `None` before the first such reading and
+    /// for devices whose type is not checked (motion sensors).
+    pub fn anomaly_score(&self, device_id: &str) -> Option<f64> {
+        let main = self.devices.get(device_id)?.main.as_ref()?;
+        main.detect.then_some(main.score)
     }
 
     /// Approximate bytes of state: the structs, their heap parts and the map overhead.
@@ -485,6 +495,7 @@ impl Engine {
             window: SlidingWindow::new(cfg.window_ms, cfg.window_buckets),
             average: MovingAverage::new(cfg.moving_average),
             detector: Detector::default(),
+            score: 0.0,
         });
         if *main.name != *main_name {
             return;
@@ -495,6 +506,7 @@ impl Engine {
             return;
         }
         let verdict = main.detector.observe(&cfg.detector, now, value);
+        main.score = verdict.score;
         let flagged = verdict.anomaly;
         // Hysteresis for point anomalies: flagged → breach; still half as unusual → hold.
         let half_unusual = verdict.zscore.abs() >= cfg.detector.z_threshold / 2.0;
