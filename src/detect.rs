@@ -116,8 +116,7 @@ pub fn load_labelled(
 ) -> anyhow::Result<(Vec<Labelled>, Vec<PathBuf>)> {
     let text = std::fs::read_to_string(labels)
         .with_context(|| format!("{}: cannot read", labels.display()))?;
-    let windows =
-        score::parse_windows(&text).with_context(|| format!("{}", labels.display()))?;
+    let windows = score::parse_windows(&text).with_context(|| format!("{}", labels.display()))?;
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -366,8 +365,16 @@ mod tests {
         let rows = |spike_at: usize| {
             let mut text = String::from("timestamp,value\n");
             for i in 0..400 {
-                let value = if i == spike_at { 90.0 } else { 20.0 + (i % 5) as f64 * 0.1 };
-                text.push_str(&format!("2024-01-01 {:02}:{:02}:00,{value}\n", i / 60, i % 60));
+                let value = if i == spike_at {
+                    90.0
+                } else {
+                    20.0 + (i % 5) as f64 * 0.1
+                };
+                text.push_str(&format!(
+                    "2024-01-01 {:02}:{:02}:00,{value}\n",
+                    i / 60,
+                    i % 60
+                ));
             }
             text
         };
@@ -402,7 +409,13 @@ mod tests {
         let mut out = Vec::new();
         write_scores(&series, &results, &mut out).expect("write");
         let text = String::from_utf8(out).expect("utf-8");
-        for needle in ["standard", "reward_low_fp", "reward_low_fn", "cat/a.csv", "other"] {
+        for needle in [
+            "standard",
+            "reward_low_fp",
+            "reward_low_fn",
+            "cat/a.csv",
+            "other",
+        ] {
             assert!(text.contains(needle), "{needle} missing:\n{text}");
         }
 

@@ -8,18 +8,20 @@
 //! `cargo test -p sensorfleet-model --test nab -- --nocapture` to see the table.
 
 use sensorfleet_model::analytics::score::{self, PROFILES, ScoredFile};
-use sensorfleet_model::analytics::{DetectorConfig, parse_timestamp_value_csv, score_series};
+use sensorfleet_model::analytics::{
+    AnomalyKind, DetectorConfig, parse_timestamp_value_csv, score_series,
+};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/nab/");
 
 /// Measured with the default configuration: standard, reward low FP, reward low FN.
-const MEASURED: [f64; 3] = [53.3, 42.6, 58.4];
+const MEASURED: [f64; 3] = [51.3, 35.7, 58.0];
 
 /// How far below the measurement a run may land before it counts as a regression.
 const MARGIN: f64 = 1.0;
 
-/// Windows caught at the standard profile's threshold (of 37), measured.
-const DETECTED: usize = 24;
+/// Windows caught at the standard profile's threshold (of 35), measured.
+const DETECTED: usize = 25;
 
 /// The files with no anomaly at all: whatever fires there is a false positive.
 const NO_ANOMALY: [&str; 2] = [
@@ -44,13 +46,16 @@ fn load(cfg: &DetectorConfig) -> Vec<Series> {
             let file = key.rsplit('/').next().unwrap_or(&key);
             let path = format!("{DATA}{file}");
             let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            let points =
-                parse_timestamp_value_csv(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let points = parse_timestamp_value_csv(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
             let verdicts = score_series(cfg, &points);
             assert_eq!(verdicts.len(), points.len());
             for v in &verdicts {
                 assert!((0.0..=1.0).contains(&v.score), "{key}: {v:?}");
-                assert_eq!(v.anomaly.is_some(), v.score >= 0.5, "{key}: {v:?}");
+                // Flagged exactly at 0.5, except along a stuck run (flagged throughout,
+                // scored at its onset).
+                if v.anomaly != Some(AnomalyKind::Stuck) {
+                    assert_eq!(v.anomaly.is_some(), v.score >= 0.5, "{key}: {v:?}");
+                }
             }
             Series {
                 key,
@@ -75,7 +80,10 @@ fn default_detector_scores_on_the_18_nab_series() {
             windows: &s.windows,
         })
         .collect();
-    let results: Vec<_> = PROFILES.iter().map(|p| score::evaluate(&files, p)).collect();
+    let results: Vec<_> = PROFILES
+        .iter()
+        .map(|p| score::evaluate(&files, p))
+        .collect();
 
     println!("\nNAB, default DetectorConfig: {cfg:?}");
     for r in &results {
@@ -115,17 +123,20 @@ fn default_detector_scores_on_the_18_nab_series() {
         }
     }
     let total = standard.total_of(|_| true);
-    assert_eq!(total.windows, 37);
+    assert_eq!(total.windows, 35);
     if total.detected + 2 < DETECTED {
         failures.push(format!(
-            "{} of 37 windows caught, want ≥ {}",
+            "{} of 35 windows caught, want ≥ {}",
             total.detected,
             DETECTED - 2
         ));
     }
     // The benchmark's bar: above its windowed Gaussian (39.6 on all 58 series).
     if standard.score() < 40.0 {
-        failures.push(format!("standard {:.1} is below the bar of 40", standard.score()));
+        failures.push(format!(
+            "standard {:.1} is below the bar of 40",
+            standard.score()
+        ));
     }
     let quiet: usize = series
         .iter()

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use super::anomaly::parse_timestamp;
+use super::csv::parse_timestamp;
 
 /// Share of a file's rows in its probationary period.
 const PROBATION_SHARE: f64 = 0.15;
@@ -347,9 +347,7 @@ pub fn evaluate(files: &[ScoredFile<'_>], profile: &Profile) -> ProfileResult {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LabelError {
     /// Not JSON of the expected shape.
-    #[error(
-        "labels are not a JSON object of `\"<category>/<file>\": [[start, end], …]`: {0}"
-    )]
+    #[error("labels are not a JSON object of `\"<category>/<file>\": [[start, end], …]`: {0}")]
     Shape(String),
     /// A window bound is not a timestamp.
     #[error(
@@ -434,7 +432,10 @@ mod tests {
     #[test]
     fn sigmoid_and_probation_by_hand() {
         // σ(−1) = 2/(1 + e^−5) − 1 = 0.986614…; σ(0) = 0; beyond 3 exactly −1.
-        assert!(near(scaled_sigmoid(-1.0), 2.0 / (1.0 + (-5.0f64).exp()) - 1.0));
+        assert!(near(
+            scaled_sigmoid(-1.0),
+            2.0 / (1.0 + (-5.0f64).exp()) - 1.0
+        ));
         assert!((scaled_sigmoid(-1.0) - 0.986_614).abs() < 1e-6);
         assert!(near(scaled_sigmoid(0.0), 0.0));
         assert_eq!(scaled_sigmoid(3.5), -1.0);
@@ -508,7 +509,8 @@ mod tests {
             scores: &s,
             windows: &windows,
         };
-        let fp_weights = 1.0 + (1.0 - 2.0 / (1.0 + 5f64.exp())) + (1.0 - 2.0 / (1.0 + (10.0f64 / 9.0).exp()));
+        let fp_weights =
+            1.0 + (1.0 - 2.0 / (1.0 + 5f64.exp())) + (1.0 - 2.0 / (1.0 + (10.0f64 / 9.0).exp()));
         assert!((fp_weights - 2.491_287).abs() < 1e-6, "{fp_weights}");
         let credit = (2.0 / (1.0 + (-4.0f64).exp()) - 1.0) / scaled_sigmoid(-1.0);
         let at = |p: &Profile| score_file(&file, p, hit);
@@ -565,7 +567,11 @@ mod tests {
         let r = evaluate(&files, &STANDARD);
         assert_eq!(r.threshold, 0.9);
         assert!(near(r.score(), 100.0));
-        assert_eq!(r.files[1].normalised(), None, "no windows: nothing to normalise");
+        assert_eq!(
+            r.files[1].normalised(),
+            None,
+            "no windows: nothing to normalise"
+        );
         assert!(near(score_file(&files[1], &STANDARD, 0.6).raw, -1.1));
         // The sweep's choice agrees with scoring each candidate directly.
         for t in [0.3, 0.6] {
@@ -614,7 +620,10 @@ mod tests {
         let text = r#"{"realKnownCause/a.csv": [["2014-01-01 00:00:00.000000",
                        "2014-01-01 01:00:00.000000"]], "b.csv": []}"#;
         let w = parse_windows(text).expect("valid");
-        assert_eq!(w["realKnownCause/a.csv"], vec![(1_388_534_400_000, 1_388_538_000_000)]);
+        assert_eq!(
+            w["realKnownCause/a.csv"],
+            vec![(1_388_534_400_000, 1_388_538_000_000)]
+        );
         assert!(w["b.csv"].is_empty());
         assert!(matches!(parse_windows("[1]"), Err(LabelError::Shape(_))));
         let bad = parse_windows(r#"{"a": [["soon", "2014-01-01 00:00:00"]]}"#);
