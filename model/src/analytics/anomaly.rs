@@ -347,9 +347,8 @@ impl Detector {
 
         // The model: the daily profile when it explains the swing, else the level.
         let profile = season_at(&self.season, ts_ms);
-        let seasonal = cfg.season_days > 0.0
-            && self.season_hours >= SEASON_MIN_DAYS * 24.0
-            && self.season_err < SEASON_GAIN * self.var;
+        let days_learnt = cfg.season_days > 0.0 && self.season_hours >= SEASON_MIN_DAYS * 24.0;
+        let seasonal = days_learnt && self.season_err < SEASON_GAIN * self.var;
         let (prediction, model_sd) = if seasonal {
             (
                 self.mean + profile,
@@ -396,7 +395,7 @@ impl Detector {
         // A change as large as the largest this hour of the day usually brings (a daily
         // schedule: lights, HVAC, a batch job) is half a spike at most.
         let step_bin = season_bins(ts_ms)[usize::from(season_frac(ts_ms) >= 0.5)].0;
-        let routine_step = if cfg.season_days > 0.0 && self.season_hours >= SEASON_MIN_DAYS * 24.0 {
+        let routine_step = if days_learnt {
             f64::from(self.steps[step_bin])
         } else {
             0.0
