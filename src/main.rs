@@ -64,7 +64,8 @@ enum Role {
     /// Publish readings from a fleet of simulated devices to an MQTT broker.
     Simulate(SimulateArgs),
     /// Replay a `timestamp,value` CSV through the processor's anomaly detector and print a
-    /// score per row; with --rule, also when an AlertRule would have fired.
+    /// score per row; with --rule, also when an AlertRule would have fired; with --labels,
+    /// score the detector against labelled anomaly windows (NAB rules).
     Detect(DetectArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(BenchArgs),
@@ -416,14 +417,28 @@ struct SimulateArgs {
 #[derive(clap::Args)]
 struct DetectArgs {
     /// The series: a CSV with a `timestamp,value` header (NAB format).
-    #[arg(long)]
-    csv: PathBuf,
+    #[arg(long, required_unless_present = "labels", conflicts_with = "labels")]
+    csv: Option<PathBuf>,
     /// An AlertRule manifest to try on the series.
-    #[arg(long)]
+    #[arg(long, requires = "csv")]
     rule: Option<PathBuf>,
-    /// |z| at or above which a value is an anomaly.
+    /// Score the detector instead: labelled anomaly windows in NAB's JSON format
+    /// (`{"<category>/<file>.csv": [["start", "end"], …]}`) for the CSV files or
+    /// directories given after it; prints the benchmark's normalised score per profile,
+    /// category and file. Example: sensorfleet detect --labels windows.json data/
+    #[arg(long, requires = "paths")]
+    labels: Option<PathBuf>,
+    /// With --labels: the CSV files, or directories of them, to score.
+    #[arg(requires = "labels")]
+    paths: Vec<PathBuf>,
+    /// Calibrated |z| at or above which a reading is flagged (score 0.5).
     #[arg(long)]
     z_threshold: Option<f64>,
+    /// Detector tuning as JSON, any subset of the fields (alpha, warmup, spike_z,
+    /// stuck_after, anomaly_weight, short_alpha, season_days, z_threshold), e.g.
+    /// '{"season_days": 0}'.
+    #[arg(long)]
+    detector: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -602,13 +617,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Role::Detect(args) => {
-            let points = detect::load_csv(&args.csv)?;
-            let rule = args.rule.as_deref().map(detect::load_rule).transpose()?;
-            let mut detector = DetectorConfig::default();
+            let mut detector: DetectorConfig = match &args.detector {
+                Some(json) => serde_json::from_str(json)
+                    .map_err(|e| anyhow::anyhow!("--detector {json:?}: {e}"))?,
+                None => DetectorConfig::default(),
+            };
             if let Some(z) = args.z_threshold {
                 detector.z_threshold = z;
             }
             let stdout = std::io::stdout();
+            if let Some(labels) = &args.labels {
+                let (series, skipped) = detect::load_labelled(labels, &args.paths)?;
+                for path in skipped {
+                    eprintln!("{}: not in {}, skipped", path.display(), labels.display());
+                }
+                let results = detect::score_labelled(&series, &detector);
+                detect::write_scores(&series, &results, &mut stdout.lock())?;
+                return Ok(());
+            }
+            let csv = args
+                .csv
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("give --csv FILE or --labels FILE DIR…"))?;
+            let points = detect::load_csv(csv)?;
+            let rule = args.rule.as_deref().map(detect::load_rule).transpose()?;
             let summary = detect::replay(&points, &detector, rule.as_ref(), &mut stdout.lock())?;
             eprintln!(
                 "{} rows, {} anomalies{}",

@@ -1,4 +1,5 @@
-//! The pure stream-analytics algorithms the processor runs per device and field.
+//! The pure stream-analytics algorithms the processor runs per device and field, and the
+//! benchmark scorer (`score`) that judges the anomaly detector against labelled windows.
 //!
 //! Everything here is a plain function or a small state struct fed with explicit
 //! timestamps (`i64` unix milliseconds): no clock, no I/O, no allocation per reading.
@@ -11,18 +12,18 @@
 
 pub mod alert;
 pub mod anomaly;
+pub mod csv;
 pub mod health;
 pub mod moving_average;
+pub mod score;
 pub mod window;
 
 pub use alert::{
     Condition, Phase, Threshold, Transition, acknowledge, describe_threshold, manual_clear, step,
     threshold_condition,
 };
-pub use anomaly::{
-    AnomalyKind, CsvError, Detector, DetectorConfig, Verdict, parse_timestamp_value_csv,
-    score_series,
-};
+pub use anomaly::{AnomalyKind, Detector, DetectorConfig, Verdict, score_series};
+pub use csv::{CsvError, parse_timestamp_value_csv};
 pub use health::{HealthInputs, health_score};
 pub use moving_average::MovingAverage;
 pub use window::{SlidingWindow, WindowStats};

@@ -19,7 +19,9 @@ pub(super) struct FieldState {
     pub(super) window: SlidingWindow,
     pub(super) average: MovingAverage,
     detector: Detector,
-    detect: bool,
+    pub(super) detect: bool,
+    /// The detector's score of the latest reading (what `sensorfleet detect` prints).
+    pub(super) score: f64,
 }
 
 /// What the detector made of one value: whether it flagged an anomaly, and the
@@ -39,6 +41,7 @@ impl FieldState {
             window: SlidingWindow::new(cfg.window_ms, cfg.window_buckets),
             average: MovingAverage::new(cfg.moving_average),
             detector: Detector::default(),
+            score: 0.0,
         }
     }
 
@@ -50,6 +53,7 @@ impl FieldState {
             return None;
         }
         let verdict = self.detector.observe(&cfg.detector, now_ms, value);
+        self.score = verdict.score;
         let flagged = verdict.anomaly;
         // Hysteresis for point anomalies: flagged → breach; still half as unusual → hold.
         let half_unusual = verdict.zscore.abs() >= cfg.detector.z_threshold / 2.0;

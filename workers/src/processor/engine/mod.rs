@@ -164,6 +164,14 @@ impl Engine {
         self.devices.len()
     }
 
+    /// The anomaly score of the device's latest reading of its main field, by the same
+    /// detector `sensorfleet detect` replays; `None` before the first such reading and
+    /// for devices whose type is not checked (motion sensors).
+    pub fn anomaly_score(&self, device_id: &str) -> Option<f64> {
+        let main = self.devices.get(device_id)?.main.as_ref()?;
+        main.detect.then_some(main.score)
+    }
+
     /// Approximate bytes of state: the structs, their heap parts and the map overhead.
     pub fn state_bytes(&self) -> usize {
         let per_device: usize = self

@@ -369,7 +369,7 @@ fn statistical_anomaly_fires_on_an_outlier_and_resolves_when_back_to_normal() {
     let alert = &out.alerts[0];
     assert_eq!(alert.alert_type, AlertKind::Anomaly);
     assert_eq!(alert.value, 22.0);
-    assert_eq!(alert.threshold, "|z| >= 4");
+    assert_eq!(alert.threshold, "|z| >= 2.9");
     let id = alert.id.clone();
 
     let mut resolved = Vec::new();
