@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
+use crate::ingest::IngestMessage;
 use crate::mqtt::MqttEndpoint;
 use crate::retry::retry;
 use crate::telemetry;
@@ -177,7 +178,11 @@ pub async fn run(
                 _ => break,
             }
         }
-        deliver(&config, &sinks, &batch, &mut shutdown).await?;
+        let messages: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref()))
+            .collect();
+        deliver(&config, &sinks, &messages, &mut shutdown).await?;
         acks.extend(&batch);
     }
     // Hand over what is still pending (bounded: the broker redelivers the rest).
@@ -195,6 +200,51 @@ pub async fn run(
     }
     telemetry::BRIDGE_CONNECTED.set(0);
     info!("bridge stopped; every received message was delivered and acknowledged");
+    Ok(())
+}
+
+/// Runs the bridge on the embedded ingest endpoint's stream ([`crate::ingest`]) until the
+/// stream ends (the endpoint stopped) or `shutdown` turns true. Each message is
+/// acknowledged to its publisher once its batch is in the event log and the stores, never
+/// before; acknowledging never waits (see [`Ack::ack`](crate::ingest::Ack::ack)).
+pub async fn run_embedded(
+    config: BridgeConfig,
+    sinks: BridgeSinks,
+    mut messages: mpsc::Receiver<IngestMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BackendError> {
+    // Nothing to connect to: the endpoint is ours, and its stream is the subscription.
+    telemetry::BRIDGE_CONNECTED.set(1);
+    info!("bridge started on the embedded ingest endpoint");
+    let mut batch: Vec<IngestMessage> = Vec::with_capacity(config.batch_max);
+    loop {
+        let received = tokio::select! {
+            received = messages.recv_many(&mut batch, config.batch_max) => received,
+            _ = shutdown.changed() => 0,
+        };
+        if received == 0 {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while batch.len() < config.batch_max {
+            let room = config.batch_max - batch.len();
+            match tokio::time::timeout_at(deadline, messages.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        let view: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_ref()))
+            .collect();
+        deliver(&config, &sinks, &view, &mut shutdown).await?;
+        drop(view);
+        for message in batch.drain(..) {
+            message.ack.ack();
+        }
+    }
+    telemetry::BRIDGE_CONNECTED.set(0);
+    info!("bridge stopped; every message it received was delivered and acknowledged");
     Ok(())
 }
 
@@ -248,17 +298,11 @@ impl PendingAcks {
 async fn deliver(
     config: &BridgeConfig,
     sinks: &BridgeSinks,
-    batch: &[(usize, Publish)],
+    batch: &[(&str, &[u8])],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
     let started = Instant::now();
-    let sorted = sort_batch(
-        batch
-            .iter()
-            .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref())),
-        now_ms(),
-        &config.limits,
-    );
+    let sorted = sort_batch(batch.iter().copied(), now_ms(), &config.limits);
     telemetry::BRIDGE_RECEIVED.inc_by(batch.len() as u64);
     for reject in &sorted.rejects {
         let reason = reject
