@@ -513,7 +513,7 @@ async fn up_uses_an_external_mosquitto_broker() {
 /// after the other: mosquitto_pub 2.0.11 numbers messages with a 16-bit id and, in `-l`
 /// mode, disconnects (exit 0) when the PUBACK for the id of its *last* line arrives —
 /// after 80,000 lines that id recurs at line 14,465, and the other 65,535 queued lines
-/// are silently dropped. That client bug, not only the broker, explains most of the
+/// are silently dropped. That client bug, more than the broker, probably explains the
 /// 115,808 of 640,000 issue 9 found stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_stores_every_acknowledged_reading_of_a_640k_burst() {
