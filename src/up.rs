@@ -1,5 +1,5 @@
 //! `sensorfleet up`: the whole platform in one process with embedded parts — MQTT
-//! broker, event log, SQLite store, in-memory cache — plus the simulated fleet the
+//! ingest endpoint, event log, SQLite store, in-memory cache — plus the simulated fleet the
 //! manifests declare, the API and the dashboard.
 
 use std::net::SocketAddr;
@@ -19,10 +19,11 @@ use sensorfleet_model::Alert;
 use sensorfleet_model::reading::Limits;
 use sensorfleet_workers::bridge::{self, BridgeConfig, BridgeSinks};
 use sensorfleet_workers::clock::now_ms;
+use sensorfleet_workers::ingest::{IngestHandle, IngestServer, IngestSettings};
 use sensorfleet_workers::mqtt::MqttEndpoint;
 use sensorfleet_workers::processor::{self, AlertCommand, ProcessorConfig, ProcessorSinks};
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
-use sensorfleet_workers::{broker, telemetry};
+use sensorfleet_workers::telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -36,7 +37,7 @@ pub struct UpConfig {
     pub data_dir: PathBuf,
     /// API, dashboard and metrics address.
     pub http_addr: SocketAddr,
-    /// Embedded broker address (ignored with `mqtt_url`).
+    /// Embedded MQTT ingest endpoint's address (ignored with `mqtt_url`).
     pub mqtt_addr: SocketAddr,
     /// An external broker instead of the embedded one.
     pub mqtt_url: Option<MqttEndpoint>,
@@ -128,6 +129,7 @@ pub struct Platform {
     pub store: Option<SqliteStore>,
     /// The simulator's counts, when it runs.
     pub simulator: Option<Arc<SimulatorStats>>,
+    ingest: Option<IngestHandle>,
     stop_simulator: watch::Sender<bool>,
     stop_bridge: watch::Sender<bool>,
     stop_processor: watch::Sender<bool>,
@@ -243,19 +245,26 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
         "manifests applied"
     );
 
-    // The broker (or the external one) comes first: everything else connects to it.
-    let mqtt = match &config.mqtt_url {
-        Some(url) => url.clone(),
+    // The ingest endpoint (or the external broker) comes first: devices connect to it.
+    // The endpoint acknowledges a reading only once the bridge has stored it.
+    let (mqtt, ingest) = match &config.mqtt_url {
+        Some(url) => (url.clone(), None),
         None => {
-            // The broker takes more than the bridge, so an oversized payload reaches the
-            // bridge and is dead-lettered with its reason instead of cutting the connection.
-            broker::start(config.mqtt_addr, config.max_payload_bytes * 4 + 1024)?;
-            MqttEndpoint {
-                host: config.mqtt_addr.ip().to_string(),
-                port: config.mqtt_addr.port(),
+            // It takes more than the bridge, so an oversized payload reaches the bridge
+            // and is dead-lettered with its reason instead of cutting the connection.
+            let settings = IngestSettings {
+                max_packet_bytes: config.max_payload_bytes * 4 + 1024,
+                ..IngestSettings::default()
+            };
+            let (handle, messages) = IngestServer::bind(config.mqtt_addr, settings).await?;
+            let addr = handle.local_addr();
+            let endpoint = MqttEndpoint {
+                host: addr.ip().to_string(),
+                port: addr.port(),
                 username: None,
                 password: None,
-            }
+            };
+            (endpoint, Some((handle, messages)))
         }
     };
     let listener = sensorfleet_api::bind(config.http_addr).await?;
@@ -295,11 +304,24 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
         series: series.clone(),
         cache: cache.clone(),
     };
-    let bridge_task = tokio::spawn(async move {
-        bridge::run(bridge_config, bridge_sinks, bridge_stop)
-            .await
-            .context("the bridge stopped")
-    });
+    let (ingest, bridge_task) = match ingest {
+        Some((handle, messages)) => (
+            Some(handle),
+            tokio::spawn(async move {
+                bridge::run_embedded(bridge_config, bridge_sinks, messages, bridge_stop)
+                    .await
+                    .context("the bridge stopped")
+            }),
+        ),
+        None => (
+            None,
+            tokio::spawn(async move {
+                bridge::run(bridge_config, bridge_sinks, bridge_stop)
+                    .await
+                    .context("the bridge stopped")
+            }),
+        ),
+    };
 
     let mut state = ApiState::new(
         series.clone(),
@@ -392,6 +414,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
         mqtt,
         store,
         simulator: simulator_stats,
+        ingest,
         stop_simulator,
         stop_bridge,
         stop_processor,
@@ -434,9 +457,19 @@ impl Platform {
         if let Some(task) = self.simulator_task {
             let _ = task.await;
         }
+        let mut bridge_task = self.bridge_task;
+        if let Some(ingest) = &self.ingest {
+            // The endpoint stops reading; the bridge delivers and acknowledges what it was
+            // handed, and ends with the stream (bounded: the stop below cuts retries).
+            ingest.stop();
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut bridge_task).await;
+        }
         let _ = self.stop_bridge.send(true);
-        if !self.bridge_task.is_finished() {
-            let _ = self.bridge_task.await;
+        if !bridge_task.is_finished() {
+            let _ = bridge_task.await;
+        }
+        if let Some(ingest) = self.ingest {
+            ingest.shutdown().await;
         }
         let _ = self.stop_processor.send(true);
         if !self.processor_task.is_finished() {

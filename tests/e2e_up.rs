@@ -472,8 +472,9 @@ async fn up_uses_an_external_mosquitto_broker() {
     )
     .await;
     assert!(
-        !up.log_text().contains("embedded MQTT broker listening"),
-        "no embedded broker with --mqtt-url: {}",
+        !up.log_text()
+            .contains("embedded MQTT ingest endpoint listening"),
+        "no embedded MQTT endpoint with --mqtt-url: {}",
         up.log_text()
     );
     let ts = now_ms() - 1000;
@@ -500,4 +501,125 @@ async fn up_uses_an_external_mosquitto_broker() {
         (mqtt["backend"].as_str(), mqtt["status"].as_str()),
         (Some("external"), Some("up"))
     );
+}
+
+/// The burst of issue 9: 8 publishers at QoS 1 send 80,000 readings each as fast as `up`
+/// takes them. Every reading a publisher had acknowledged is in the SQLite store the
+/// moment the publishers are done, because the embedded ingest endpoint acknowledges only
+/// what the bridge has stored: stored == published. Bounded: the publishers are killed
+/// (and the test fails) after 150 s.
+///
+/// Each publisher's 80,000 lines go through two `mosquitto_pub -l` runs of 40,000, one
+/// after the other: mosquitto_pub 2.0.11 numbers messages with a 16-bit id and, in `-l`
+/// mode, disconnects (exit 0) when the PUBACK for the id of its *last* line arrives —
+/// after 80,000 lines that id recurs at line 14,465, and the other 65,535 queued lines
+/// are silently dropped. That client bug, more than the broker, probably explains the
+/// 115,808 of 640,000 issue 9 found stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_stores_every_acknowledged_reading_of_a_640k_burst() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    if !require_tool("mosquitto_pub", "mosquitto-clients") {
+        return;
+    }
+    const PUBLISHERS: usize = 8;
+    const PER_PUBLISHER: i64 = 80_000;
+    // Below mosquitto_pub's 16-bit message id range, see above.
+    const PER_RUN: i64 = 40_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = dir.path().join("burst.yaml");
+    let devices: String = (0..PUBLISHERS)
+        .map(|p| format!("    - id: burst-{p}\n"))
+        .collect();
+    std::fs::write(
+        &fleet,
+        format!(
+            "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\nmetadata:\n  name: burst\nspec:\n  deviceType: temperature_sensor\n  location: Lab\n  publishInterval: 1s\n  offlineAfter: 1h\n  devices:\n{devices}"
+        ),
+    )
+    .expect("write the burst fleet");
+    let mut up = Up::start(
+        dir.path(),
+        &["--no-simulator", "-f", &fleet.display().to_string()],
+    )
+    .await;
+    let port = up.mqtt.port().to_string();
+    // One reading per millisecond per device, ending 10 s ago: recent, and every
+    // (device, timestamp) distinct, so the store keeps each one.
+    let base = now_ms() - PER_PUBLISHER - 10_000;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(150);
+    let lanes: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let port = port.clone();
+            std::thread::spawn(move || {
+                let device = format!("burst-{p}");
+                for run in 0..PER_PUBLISHER / PER_RUN {
+                    let mut child = Command::new("mosquitto_pub")
+                        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-l"])
+                        .args(["-t", &format!("sensors/temperature_sensor/{device}")])
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("start mosquitto_pub -l");
+                    let stdin = child.stdin.take().expect("stdin");
+                    let lines = (run * PER_RUN)..((run + 1) * PER_RUN);
+                    let device_id = device.clone();
+                    let writer = std::thread::spawn(move || {
+                        let mut stdin = std::io::BufWriter::with_capacity(1 << 16, stdin);
+                        for i in lines {
+                            let line =
+                                reading(&device_id, base + i, 20.0 + (i % 100) as f64 / 10.0);
+                            // A publisher killed at the deadline closes the pipe.
+                            if writeln!(stdin, "{line}").is_err() {
+                                return;
+                            }
+                        }
+                        let _ = stdin.flush();
+                    });
+                    let status = loop {
+                        if let Some(status) = child.try_wait().expect("wait for mosquitto_pub") {
+                            break Some(status);
+                        }
+                        if Instant::now() > deadline {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break None;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    };
+                    writer.join().expect("writer thread");
+                    if !status.is_some_and(|s| s.success()) {
+                        return Err(format!("{device} run {run}: {status:?}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let results: Vec<Result<(), String>> = lanes
+        .into_iter()
+        .map(|lane| lane.join().expect("publisher lane"))
+        .collect();
+    let elapsed = started.elapsed();
+    assert!(
+        results.iter().all(Result::is_ok),
+        "every publisher finished, all acknowledged, within 150 s: {results:?}; log:\n{}",
+        up.log_text()
+    );
+    let published = PUBLISHERS as u64 * PER_PUBLISHER as u64;
+    let store = sensorfleet_backends::sqlite::SqliteStore::open(&up.data_dir)
+        .await
+        .expect("open the store");
+    let stored = store.total_readings().await.expect("count the readings");
+    eprintln!(
+        "burst: {published} readings acknowledged in {:.1} s ({:.0} readings/s); {stored} stored",
+        elapsed.as_secs_f64(),
+        published as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(stored, published, "stored == published");
+    assert!(up.stop().success());
 }

@@ -175,6 +175,36 @@ pub static SIMULATOR_PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Readings published by the simulator",
     )
 });
+/// Open connections of the embedded MQTT ingest endpoint.
+pub static INGEST_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "sensorfleet_ingest_connections",
+        "Open connections of the embedded MQTT ingest endpoint",
+    )
+});
+/// PUBLISH packets the ingest endpoint received, by QoS (QoS 0 is best effort).
+pub static INGEST_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sensorfleet_ingest_messages_total",
+        "PUBLISH packets received by the embedded MQTT ingest endpoint, by QoS",
+        &["qos"],
+    )
+});
+/// Connections the ingest endpoint closed or that ended, by reason.
+pub static INGEST_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sensorfleet_ingest_closed_total",
+        "Connections of the embedded MQTT ingest endpoint that ended, by reason",
+        &["reason"],
+    )
+});
+/// SUBSCRIBE packets refused by the ingest endpoint.
+pub static INGEST_SUBSCRIBES_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sensorfleet_ingest_subscribes_refused_total",
+        "SUBSCRIBE packets refused by the embedded MQTT ingest endpoint (ingest only)",
+    )
+});
 
 /// Registers every worker metric now, so `/metrics` lists them (at 0) before first use.
 pub fn register_all() {
@@ -203,4 +233,10 @@ pub fn register_all() {
     }
     LazyLock::force(&BRIDGE_CONNECTED);
     LazyLock::force(&PROCESSOR_LAST_TICK);
+    for qos in ["0", "1", "2"] {
+        INGEST_MESSAGES.with_label_values(&[qos]);
+    }
+    LazyLock::force(&INGEST_CONNECTIONS);
+    LazyLock::force(&INGEST_CLOSED);
+    LazyLock::force(&INGEST_SUBSCRIBES_REFUSED);
 }

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use self::book::{BookLimits, DeviceBook};
 use crate::clock::now_ms;
 use crate::deadletter::{DeadLetters, SpoolConfig};
+use crate::ingest::IngestMessage;
 use crate::mqtt::MqttEndpoint;
 use crate::sink::{Refused, write_isolating};
 use crate::telemetry;
@@ -190,19 +191,7 @@ pub async fn run(
     drop(tx);
     info!(broker = %config.mqtt, filter = %filter, connections, "bridge started");
 
-    let mut book = DeviceBook::new(config.book);
-    for device in &config.declared {
-        book.declare(
-            &device.device_id,
-            &device.device_type,
-            device.location.as_deref(),
-        );
-    }
-    let spool = config
-        .spool
-        .clone()
-        .unwrap_or_else(|| SpoolConfig::named(&format!("bridge-{}", config.client_id)));
-    let dead_letters = DeadLetters::new("bridge", Arc::clone(&sinks.log), spool);
+    let (mut book, dead_letters) = screening(&config, &sinks);
     let mut batch: Vec<(usize, Publish)> = Vec::with_capacity(config.batch_max);
     let mut acks = PendingAcks::new(connections);
     loop {
@@ -223,12 +212,16 @@ pub async fn run(
                 _ => break,
             }
         }
+        let messages: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref()))
+            .collect();
         deliver(
             &config,
             &sinks,
             &mut book,
             &dead_letters,
-            &batch,
+            &messages,
             &mut shutdown,
         )
         .await?;
@@ -249,6 +242,78 @@ pub async fn run(
     }
     telemetry::BRIDGE_CONNECTED.set(0);
     info!("bridge stopped; every received message was delivered and acknowledged");
+    Ok(())
+}
+
+/// The device book (declared devices first) and the dead letters of a bridge.
+fn screening(config: &BridgeConfig, sinks: &BridgeSinks) -> (DeviceBook, DeadLetters) {
+    let mut book = DeviceBook::new(config.book);
+    for device in &config.declared {
+        book.declare(
+            &device.device_id,
+            &device.device_type,
+            device.location.as_deref(),
+        );
+    }
+    let spool = config
+        .spool
+        .clone()
+        .unwrap_or_else(|| SpoolConfig::named(&format!("bridge-{}", config.client_id)));
+    let dead_letters = DeadLetters::new("bridge", Arc::clone(&sinks.log), spool);
+    (book, dead_letters)
+}
+
+/// Runs the bridge on the embedded ingest endpoint's stream ([`crate::ingest`]) until the
+/// stream ends (the endpoint stopped) or `shutdown` turns true. Each message is
+/// acknowledged to its publisher once its batch is in the event log and the stores, never
+/// before; acknowledging never waits (see [`Ack::ack`](crate::ingest::Ack::ack)).
+pub async fn run_embedded(
+    config: BridgeConfig,
+    sinks: BridgeSinks,
+    mut messages: mpsc::Receiver<IngestMessage>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), BackendError> {
+    // Nothing to connect to: the endpoint is ours, and its stream is the subscription.
+    telemetry::BRIDGE_CONNECTED.set(1);
+    info!("bridge started on the embedded ingest endpoint");
+    let (mut book, dead_letters) = screening(&config, &sinks);
+    let mut batch: Vec<IngestMessage> = Vec::with_capacity(config.batch_max);
+    loop {
+        let received = tokio::select! {
+            received = messages.recv_many(&mut batch, config.batch_max) => received,
+            _ = shutdown.changed() => 0,
+        };
+        if received == 0 {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while batch.len() < config.batch_max {
+            let room = config.batch_max - batch.len();
+            match tokio::time::timeout_at(deadline, messages.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        let view: Vec<(&str, &[u8])> = batch
+            .iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_ref()))
+            .collect();
+        deliver(
+            &config,
+            &sinks,
+            &mut book,
+            &dead_letters,
+            &view,
+            &mut shutdown,
+        )
+        .await?;
+        drop(view);
+        for message in batch.drain(..) {
+            message.ack.ack();
+        }
+    }
+    telemetry::BRIDGE_CONNECTED.set(0);
+    info!("bridge stopped; every message it received was delivered and acknowledged");
     Ok(())
 }
 
@@ -373,17 +438,11 @@ async fn deliver(
     sinks: &BridgeSinks,
     book: &mut DeviceBook,
     dead_letters: &DeadLetters,
-    batch: &[(usize, Publish)],
+    batch: &[(&str, &[u8])],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
     let started = Instant::now();
-    let mut sorted = sort_batch(
-        batch
-            .iter()
-            .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref())),
-        now_ms(),
-        &config.limits,
-    );
+    let mut sorted = sort_batch(batch.iter().copied(), now_ms(), &config.limits);
     screen(book, &mut sorted);
     telemetry::BRIDGE_RECEIVED.inc_by(batch.len() as u64);
     let records: Vec<Record> = sorted
