@@ -14,7 +14,7 @@ use std::time::Duration;
 use kube::runtime::reflector::Store;
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
-use sensorfleet_model::status::{
+use sensorfleet_model::crd::status::{
     Condition, ConditionStatus, READY, REASON_INVALID_SPEC, find_condition,
 };
 use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};

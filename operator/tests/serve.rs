@@ -19,7 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use sensorfleet_backends::conformance::service_url;
 use sensorfleet_model::SensorFleet;
-use sensorfleet_model::status::{ConditionStatus, READY, find_condition};
+use sensorfleet_model::crd::status::{ConditionStatus, READY, find_condition};
 use sensorfleet_operator::crdgen;
 use sensorfleet_operator::leader::LeaderElector;
 use sensorfleet_operator::run::{OperatorConfig, RunError, run_with};

@@ -45,7 +45,7 @@ mod tests {
 
     use super::*;
     use crate::processor::engine::{Engine, EngineConfig, Output};
-    use sensorfleet_model::manifest::CompiledRule;
+    use sensorfleet_model::CompiledRule;
 
     fn reading(device_type: &str, ts_ms: i64, value: f64) -> Reading {
         Reading {
