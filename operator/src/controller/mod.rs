@@ -303,7 +303,8 @@ pub async fn run(
 
     let pipelines = Controller::new(api_for::<Pipeline>(&client, ns), watcher::Config::default());
     let pipeline_store = pipelines.store();
-    ctx.watches.follow("Pipeline", pipeline_store.clone());
+    ctx.watches
+        .follow("Pipeline", pipeline_store.clone(), api_for(&client, ns));
     let pipelines = pipelines
         .owns(api_for::<StatefulSet>(&client, ns), owned.clone())
         .owns(api_for::<Deployment>(&client, ns), owned.clone())
@@ -343,7 +344,8 @@ pub async fn run(
         api_for::<SensorFleet>(&client, ns),
         watcher::Config::default(),
     );
-    ctx.watches.follow("SensorFleet", fleets.store());
+    ctx.watches
+        .follow("SensorFleet", fleets.store(), api_for(&client, ns));
     let fleets = fleets
         .graceful_shutdown_on(signal(&shutdown_tx))
         .run(
@@ -360,7 +362,8 @@ pub async fn run(
         api_for::<AlertRule>(&client, ns),
         watcher::Config::default(),
     );
-    ctx.watches.follow("AlertRule", rules.store());
+    ctx.watches
+        .follow("AlertRule", rules.store(), api_for(&client, ns));
     let rules = rules
         .graceful_shutdown_on(signal(&shutdown_tx))
         .run(
