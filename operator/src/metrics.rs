@@ -11,13 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use kube::api::Api;
 use kube::runtime::reflector::Store;
+use kube::runtime::{WatchStreamExt, watcher};
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use sensorfleet_model::crd::status::{
     Condition, ConditionStatus, READY, REASON_INVALID_SPEC, find_condition,
 };
 use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
+use serde::de::DeserializeOwned;
 
 use crate::Error;
 
@@ -182,19 +186,35 @@ impl std::fmt::Debug for Watches {
 }
 
 impl Watches {
-    /// Follows the cache of one controller's kind. Must be called inside a Tokio runtime
-    /// (a task waits for the cache's first list).
-    pub fn follow<K>(&self, kind: &'static str, store: Store<K>)
+    /// Follows the cache `store` of one controller's kind, watched through `api` (the
+    /// controller's own). Synced once a watch of the same objects has delivered its
+    /// first full list: the list the controller's cache waits for. Must be called
+    /// inside a Tokio runtime.
+    ///
+    /// (Not `Store::wait_until_ready`: its readiness is one oneshot channel with a single
+    /// waker slot, which the controller's own runner waits on; a second waiter can take
+    /// the wake-up from it and leave the controller waiting for ever.)
+    pub fn follow<K>(&self, kind: &'static str, store: Store<K>, api: Api<K>)
     where
-        K: WithConditions + kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+        K: WithConditions
+            + kube::Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
     {
         let synced = Arc::new(AtomicBool::new(false));
         let flag = synced.clone();
-        let waiting = store.clone();
         tokio::spawn(async move {
-            // Err: the controller stopped before its first list; it stays unsynced.
-            if waiting.wait_until_ready().await.is_ok() {
-                flag.store(true, Ordering::Release);
+            let events = watcher(api, watcher::Config::default()).default_backoff();
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    flag.store(true, Ordering::Release);
+                    return;
+                }
             }
         });
         let tally: Tally = Box::new(move || {

@@ -378,7 +378,8 @@ pub async fn run(
 
     let pipelines = Controller::new(api_for::<Pipeline>(&client, ns), watcher::Config::default());
     let pipeline_store = pipelines.store();
-    ctx.watches.follow("Pipeline", pipeline_store.clone());
+    ctx.watches
+        .follow("Pipeline", pipeline_store.clone(), api_for(&client, ns));
     let pipelines = pipelines
         .owns(api_for::<StatefulSet>(&client, ns), owned.clone())
         .owns(api_for::<Deployment>(&client, ns), owned.clone())
@@ -443,7 +444,8 @@ where
     K: mirrored::Mirrored + crate::metrics::WithConditions,
 {
     let controller = Controller::new(api_for::<K>(client, namespace), watcher::Config::default());
-    ctx.watches.follow(kind, controller.store());
+    ctx.watches
+        .follow(kind, controller.store(), api_for::<K>(client, namespace));
     controller
         .graceful_shutdown_on(shutdown)
         .run(
