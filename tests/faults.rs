@@ -51,6 +51,9 @@ struct Roles {
     bridge: RoleProcess,
     api: RoleProcess,
     pids: (Option<u32>, Option<u32>),
+    /// The newest timestamp sent so far: each check's readings come after it, so a
+    /// second check of the same device is never older than the first one's hot reading.
+    last_ts_ms: std::sync::atomic::AtomicI64,
 }
 
 async fn start(stack: &Stack, devices: &[String]) -> Roles {
@@ -68,6 +71,7 @@ async fn start(stack: &Stack, devices: &[String]) -> Roles {
         bridge,
         api,
         pids,
+        last_ts_ms: std::sync::atomic::AtomicI64::new(0),
     }
 }
 
@@ -107,7 +111,10 @@ impl Roles {
     /// A fresh reading of `device` reaches `/latest`, and a hot one fires the rule.
     async fn assert_pipeline_flows(&self, stack: &Stack, device: &str, normal: f64) {
         let topic = format!("sensors/temperature_sensor/{device}");
-        let base = now_ms() - 2_000;
+        let last = self.last_ts_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let base = (now_ms() - 2_000).max(last + 1);
+        self.last_ts_ms
+            .store(base + 1_000, std::sync::atomic::Ordering::Relaxed);
         stack.broker.publish(&topic, &reading(device, base, normal));
         let path = format!("/api/device/{device}/latest");
         eventually(30, &format!("{device}'s reading in /latest"), || {

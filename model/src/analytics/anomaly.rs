@@ -443,7 +443,12 @@ impl Detector {
         let r = (evidence / cfg.z_threshold).max(r_stuck);
         let anomaly = if stuck {
             Some(AnomalyKind::Stuck)
-        } else if warm && z_rate * calibration * quiet >= cfg.z_threshold {
+        } else if warm
+            && (z_rate * calibration * quiet >= cfg.z_threshold
+                // Flagged, and the change alone is spike-strength before calibration:
+                // a sudden jump is a spike even where its level evidence dominates.
+                || (r >= 1.0 && z_rate >= cfg.z_threshold))
+        {
             Some(AnomalyKind::Spike)
         } else if r >= 1.0 {
             Some(AnomalyKind::Statistical)
