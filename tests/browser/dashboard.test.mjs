@@ -178,6 +178,41 @@ process.on('exit', () => {
 
 after(cleanup);
 
+const PHONE = { width: 390, height: 844 };
+
+// Runs in the page: what sticks out of the viewport at the current width. An element
+// clipped by a scrolling or clipping ancestor counts only through that ancestor (its
+// own sideways scroll is reported separately).
+function phoneLayout() {
+  const width = document.documentElement.clientWidth;
+  const clipped = (el) => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== 'visible') return true;
+    }
+    return false;
+  };
+  const describe = (el, r) => `${el.tagName.toLowerCase()}${el.id ? '#' + el.id : ''}.${el.className} [${Math.round(r.left)}, ${Math.round(r.right)}]`;
+  const overflowing = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || clipped(el)) continue;
+    if (r.left < -0.5 || r.right > width + 0.5) overflowing.push(describe(el, r));
+  }
+  const sidewaysScrollers = [...document.querySelectorAll('.table-wrap, .alerts, .card')]
+    .filter((el) => el.scrollWidth > el.clientWidth + 1)
+    .map((el) => describe(el, el.getBoundingClientRect()));
+  const deviceHead = document.querySelector('#devices-table th.col-device').getBoundingClientRect();
+  const healthHead = document.querySelector('#devices-table th.col-health').getBoundingClientRect();
+  return {
+    width,
+    pageWidth: document.documentElement.scrollWidth,
+    overflowing: overflowing.slice(0, 10),
+    sidewaysScrollers,
+    deviceColumn: Math.round(deviceHead.width),
+    healthVisible: healthHead.width > 0 && healthHead.right <= width + 0.5,
+  };
+}
+
 test('dashboard shows devices, stats, live stream and a growing chart', { timeout: TEST_BUDGET_MS }, async () => {
   const deadline = Date.now() + TEST_BUDGET_MS - 8_000; // leave time to clean up
   const bin = requireBinary();
@@ -198,6 +233,7 @@ test('dashboard shows devices, stats, live stream and a growing chart', { timeou
   const logFile = path.join(outDir, 'sensorfleet-up.log');
   const consoleFile = path.join(outDir, 'browser-console.log');
   const screenshot = path.join(outDir, 'dashboard.png');
+  const phoneScreenshot = path.join(outDir, 'dashboard-phone.png');
 
   const logFd = fs.openSync(logFile, 'w');
   try {
@@ -305,7 +341,19 @@ test('dashboard shows devices, stats, live stream and a growing chart', { timeou
     await sleep(Math.min(3000, Math.max(0, deadline - Date.now())));
     await page.screenshot({ path: screenshot, fullPage: true });
 
-    // 5. Nothing blew up in the page along the way.
+    // 5. On a phone (390 x 844) nothing overflows the viewport, and the device list
+    //    still shows each device's id and health.
+    await page.setViewportSize(PHONE);
+    await sleep(500); // a layout pass and a refresh at the new width
+    await page.screenshot({ path: phoneScreenshot, fullPage: true });
+    const phone = await page.evaluate(phoneLayout);
+    assert.ok(phone.pageWidth <= phone.width, `the page scrolls sideways at phone width: ${JSON.stringify(phone)}`);
+    assert.deepEqual(phone.overflowing, [], `elements overflow the ${PHONE.width} px viewport`);
+    assert.deepEqual(phone.sidewaysScrollers, [], 'a card scrolls sideways at phone width');
+    assert.ok(phone.deviceColumn >= 120, `the device column is ${phone.deviceColumn} px wide at phone width`);
+    assert.ok(phone.healthVisible, 'the health column is not visible at phone width');
+
+    // 6. Nothing blew up in the page along the way.
     assert.deepEqual(pageErrors, [], 'the page should raise no uncaught error');
   } catch (e) {
     // Keep what helps to understand a failure next to the screenshot.

@@ -40,6 +40,8 @@
 
 mod config;
 mod line;
+#[cfg(test)]
+mod properties;
 mod query;
 mod write;
 
