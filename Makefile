@@ -9,6 +9,9 @@
 CACHE ?= $(or $(SENSORFLEET_CACHE),/var/cache/sensorfleet)
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export npm_config_cache ?= $(CACHE)/npm
+# Cases per property test (model/tests/payload_properties.rs, backends' influx
+# properties): bounded for a test run; a long run sets more (BENCHMARKS.md).
+export PROPTEST_CASES ?= 4096
 BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
 SHELL := /bin/bash
 

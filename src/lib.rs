@@ -1,6 +1,7 @@
 //! The `sensorfleet` binary's library: each role's entry point, so `main.rs` stays a thin
 //! argument parser and tests and benchmarks call the same code.
 
+pub mod backtest;
 pub mod bench;
 pub mod detect;
 pub mod http;

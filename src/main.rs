@@ -67,6 +67,10 @@ enum Role {
     /// score per row; with --rule, also when an AlertRule would have fired; with --labels,
     /// score the detector against labelled anomaly windows (NAB rules).
     Detect(DetectArgs),
+    /// Replay stored history through the processor's engine with AlertRules from manifests
+    /// and print when they would have fired and resolved, with counts per rule.
+    /// Example: sensorfleet backtest -f rule.yaml -f fleet.yaml --fleet lab-temps --since 7d
+    Backtest(sensorfleet::backtest::BacktestArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(BenchArgs),
     /// Production role: subscribe to the MQTT broker (shared subscription, QoS 1) and
@@ -616,6 +620,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = task.await;
             Ok(())
         }
+        Role::Backtest(args) => sensorfleet::backtest::run(args).await,
         Role::Detect(args) => {
             let mut detector: DetectorConfig = match &args.detector {
                 Some(json) => serde_json::from_str(json)

@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use sensorfleet::http::HttpClient;
 use sensorfleet_model::reading::format_ts;
 use serde_json::Value;
-use support::{Up, eventually, require_tool};
+use support::hostile::{self, Outcome};
+use support::{Publish, Up, eventually, require_tool};
 
 const FLEET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/lab.yaml");
 
@@ -622,4 +623,58 @@ async fn up_stores_every_acknowledged_reading_of_a_640k_burst() {
     );
     assert_eq!(stored, published, "stored == published");
     assert!(up.stop().success());
+}
+
+/// Issue 9's hostile corpus (`support/hostile.rs`) through `up`'s embedded endpoint: every
+/// case counted under its reason, the valid odd ones stored and served, the process the
+/// same, and a declared device's fresh reading still reaches `/latest` behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_dead_letters_a_hostile_corpus_and_goes_on() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut up = Up::start(dir.path(), &["--no-simulator", "-f", FLEET]).await;
+    let cases = hostile::corpus("up", "lab-temp-2");
+    for case in &cases {
+        up.publish_bytes(&case.topic, &case.payload);
+    }
+    let fresh = now_ms() - 1_000;
+    up.publish(
+        "sensors/temperature_sensor/lab-temp-1",
+        &reading("lab-temp-1", fresh, 23.5),
+    );
+    let expected = hostile::expected_rejects(&cases);
+    let total: usize = expected.values().sum();
+    let metrics = eventually(30, "every case counted", || {
+        let mut api = up.client();
+        let expected = &expected;
+        async move {
+            let text = String::from_utf8(api.get("/metrics").await.ok()?.body).ok()?;
+            let counted: f64 = expected
+                .keys()
+                .map(|r| metric(&text, &format!("sensorfleet_bridge_rejects_total{{reason=\"{r}\"}}")))
+                .sum();
+            (counted >= total as f64).then_some(text)
+        }
+    })
+    .await;
+    for (reason, n) in &expected {
+        let line = format!("sensorfleet_bridge_rejects_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&metrics, &line), *n as f64, "{reason}");
+    }
+    let mut api = up.client();
+    for case in cases.iter().filter(|c| c.outcome == Outcome::Stored) {
+        let path = format!("/api/device/{}/latest", case.device_id);
+        eventually(30, &format!("{} in /latest", case.name), || {
+            let mut api = up.client();
+            let path = path.clone();
+            async move { (api.get(&path).await.ok()?.status == 200).then_some(()) }
+        })
+        .await;
+    }
+    let (status, latest) = get_json(&mut api, "/api/device/lab-temp-1/latest").await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["temperature"], 23.5, "{latest}");
+    assert!(up.running(), "up restarted or exited:\n{}", up.log_text());
 }

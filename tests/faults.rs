@@ -1,4 +1,5 @@
-//! Hostile readings against the real stack, each role its own process (the reproductions
+//! Hostile readings against the real stack (the corpus of `support/hostile.rs` and issue
+//! 9's reproductions), each role its own process (the reproductions
 //! of issue 9): a reading InfluxDB cannot store, one it refuses for a field type conflict,
 //! a NUL byte PostgreSQL refuses, straight from MQTT and straight into the event log.
 //! After each, the same bridge and processor still run (same process, no restart), the
@@ -11,7 +12,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::eventually;
+use support::hostile::{self, Outcome};
+use support::{Publish, eventually};
 use support::stack::{RoleProcess, Stack};
 
 fn now_ms() -> i64 {
@@ -333,4 +335,53 @@ async fn a_nul_byte_is_dead_lettered_and_alerting_goes_on() {
             .any(|(key, _, _)| key == "huge"),
         "the broker, not the bridge, refused the oversized message"
     );
+}
+
+/// Issue 9's hostile corpus (`support/hostile.rs`: malformed JSON, numbers beyond f64,
+/// NaN and infinity, nesting 200 deep, invalid UTF-8, 65 fields, type confusion, epoch 0,
+/// year 9999, ids past the limit, a declared device under another type) through the real
+/// stack: each case is dead-lettered with its reason and counted once under it, the odd
+/// but valid cases (64 fields of 64-byte names, a 128-character id, the largest finite
+/// numbers) are stored and served, and the same processes go on serving other devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_corpus_is_dead_lettered_case_by_case_and_nothing_else_changes() {
+    let Some(stack) = Stack::start("corpus") else {
+        return;
+    };
+    let good: Vec<String> = (1..=2).map(|i| format!("{}-g{i}", stack.run)).collect();
+    let mut roles = start(&stack, &good).await;
+    roles.assert_pipeline_flows(&stack, &good[1], 20.0).await;
+
+    let cases = hostile::corpus(&stack.run, &good[1]);
+    for case in &cases {
+        stack.broker.publish_bytes(&case.topic, &case.payload);
+    }
+    roles.assert_pipeline_flows(&stack, &good[0], 21.0).await;
+    for case in &cases {
+        match case.outcome {
+            Outcome::Rejected(reason) => {
+                let headers = dead_letter(&stack, &case.device_id).await;
+                assert!(
+                    headers.contains(&format!("reason={reason}")),
+                    "{}: {headers}",
+                    case.name
+                );
+            }
+            Outcome::Stored => {
+                let path = format!("/api/device/{}/latest", case.device_id);
+                eventually(30, &format!("{} in /latest", case.name), || {
+                    let mut client = roles.api.client();
+                    let path = path.clone();
+                    async move { (client.get(&path).await.ok()?.status == 200).then_some(()) }
+                })
+                .await;
+            }
+        }
+    }
+    for (reason, n) in hostile::expected_rejects(&cases) {
+        let line = format!("sensorfleet_bridge_rejects_total{{reason=\"{reason}\"}}");
+        assert_eq!(bridge_metric(&roles.bridge, &line).await, n as f64, "{reason}");
+    }
+    roles.assert_pipeline_flows(&stack, &good[1], 22.0).await;
+    roles.assert_same_processes();
 }

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::eventually;
+use support::{Publish, eventually};
 use support::stack::{RoleProcess, Stack};
 
 /// A minute ago, whole seconds: every reading of a test is in the past, yet recent

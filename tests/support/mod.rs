@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use sensorfleet::http::HttpClient;
 
+pub mod hostile;
 pub mod stack;
 
 /// True when the tool is on PATH. Without it: under `CI`, panic; otherwise print why the
@@ -39,6 +40,57 @@ fn mosquitto_pub(port: u16) -> Command {
     let port = port.to_string();
     command.args(["-h", "127.0.0.1", "-p", &port, "-q", "1"]);
     command
+}
+
+/// Publishing with `mosquitto_pub` at QoS 1 to a broker on this machine: the embedded
+/// endpoint of `up` or a Mosquitto of the test's own.
+pub trait Publish {
+    /// The broker's port on 127.0.0.1.
+    fn mqtt_port(&self) -> u16;
+
+    /// Publishes one message.
+    fn publish(&self, topic: &str, payload: &str) {
+        self.publish_bytes(topic, payload.as_bytes());
+    }
+
+    /// Publishes one message of any bytes (invalid UTF-8 included), from a file.
+    fn publish_bytes(&self, topic: &str, payload: &[u8]) {
+        let file = tempfile::NamedTempFile::new().expect("a temp file");
+        std::fs::write(file.path(), payload).expect("write the payload");
+        let status = mosquitto_pub(self.mqtt_port())
+            .args(["-t", topic, "-f", &file.path().display().to_string()])
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub failed for {topic}");
+    }
+
+    /// Publishes many messages on one connection (`mosquitto_pub -l`: one per line).
+    fn publish_lines(&self, topic: &str, lines: &[String]) {
+        use std::io::Write;
+        let mut child = mosquitto_pub(self.mqtt_port())
+            .args(["-l", "-t", topic])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto_pub -l");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for line in lines {
+            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
+        }
+        drop(stdin);
+        assert!(child.wait().expect("mosquitto_pub").success());
+    }
+}
+
+impl Publish for Up {
+    fn mqtt_port(&self) -> u16 {
+        self.mqtt.port()
+    }
+}
+
+impl Publish for Broker {
+    fn mqtt_port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// A free loopback port.
@@ -117,36 +169,11 @@ impl Up {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `mosquitto_pub` aimed at the embedded broker, at QoS 1.
-    fn mosquitto_pub(&self) -> Command {
-        mosquitto_pub(self.mqtt.port())
-    }
-
-    /// Publishes one message at QoS 1 with `mosquitto_pub`.
-    pub fn publish(&self, topic: &str, payload: &str) {
-        let status = self
-            .mosquitto_pub()
-            .args(["-t", topic, "-m", payload])
-            .status()
-            .expect("run mosquitto_pub");
-        assert!(status.success(), "mosquitto_pub failed for {topic}");
-    }
-
-    /// Publishes many messages on one connection (`mosquitto_pub -l`: one per line).
-    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
-        use std::io::Write;
-        let mut child = self
-            .mosquitto_pub()
-            .args(["-l", "-t", topic])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("run mosquitto_pub -l");
-        let mut stdin = child.stdin.take().expect("stdin");
-        for line in lines {
-            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
-        }
-        drop(stdin);
-        assert!(child.wait().expect("mosquitto_pub").success());
+    /// True while the same process still runs (it never restarts itself).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Stops the process with SIGINT (a clean shutdown) and waits for it.
@@ -203,31 +230,6 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         broker
-    }
-
-    /// Publishes one message at QoS 1 with `mosquitto_pub`.
-    pub fn publish(&self, topic: &str, payload: &str) {
-        let status = mosquitto_pub(self.port)
-            .args(["-t", topic, "-m", payload])
-            .status()
-            .expect("run mosquitto_pub");
-        assert!(status.success(), "mosquitto_pub failed for {topic}");
-    }
-
-    /// Publishes many messages on one connection (`mosquitto_pub -l`: one per line).
-    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
-        use std::io::Write;
-        let mut child = mosquitto_pub(self.port)
-            .args(["-l", "-t", topic])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("run mosquitto_pub -l");
-        let mut stdin = child.stdin.take().expect("stdin");
-        for line in lines {
-            writeln!(stdin, "{line}").expect("write to mosquitto_pub");
-        }
-        drop(stdin);
-        assert!(child.wait().expect("mosquitto_pub").success());
     }
 }
 

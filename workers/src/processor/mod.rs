@@ -8,6 +8,7 @@
 //! and the batch is committed. Only an unavailable or misconfigured sink holds it.
 
 pub mod admit;
+pub mod backtest;
 pub mod engine;
 
 use std::collections::HashMap;
