@@ -299,6 +299,9 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Platform> {
     let mut bridge_config = BridgeConfig::new(mqtt.clone());
     bridge_config.limits.max_payload_bytes = config.max_payload_bytes;
     bridge_config.connections = config.bridge_connections;
+    // Declared devices keep their declared type (a reading under another is dead-lettered
+    // as type_mismatch), as the bridge role does with the registry's declarations.
+    bridge_config.declared = declarations.devices.clone();
     let bridge_sinks = BridgeSinks {
         log: log.clone(),
         series: series.clone(),

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -646,23 +647,28 @@ async fn up_dead_letters_a_hostile_corpus_and_goes_on() {
     );
     let expected = hostile::expected_rejects(&cases);
     let total: usize = expected.values().sum();
-    let metrics = eventually(30, "every case counted", || {
-        let mut api = up.client();
-        let expected = &expected;
-        async move {
-            let text = String::from_utf8(api.get("/metrics").await.ok()?.body).ok()?;
-            let counted: f64 = expected
-                .keys()
-                .map(|r| metric(&text, &format!("sensorfleet_bridge_rejects_total{{reason=\"{r}\"}}")))
-                .sum();
-            (counted >= total as f64).then_some(text)
+    // Poll until every case is counted (or 30 s), then compare reason by reason.
+    let counted = |text: &str| -> BTreeMap<&'static str, usize> {
+        expected
+            .keys()
+            .map(|r| {
+                let line = format!("sensorfleet_bridge_rejects_total{{reason=\"{r}\"}}");
+                (*r, metric(text, &line) as usize)
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let text = match up.client().get("/metrics").await {
+            Ok(response) => String::from_utf8_lossy(&response.body).into_owned(),
+            Err(_) => String::new(),
+        };
+        if counted(&text).values().sum::<usize>() >= total || std::time::Instant::now() > deadline {
+            break text;
         }
-    })
-    .await;
-    for (reason, n) in &expected {
-        let line = format!("sensorfleet_bridge_rejects_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(&metrics, &line), *n as f64, "{reason}");
-    }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(counted(&metrics), expected, "rejects counted per reason");
     let mut api = up.client();
     for case in cases.iter().filter(|c| c.outcome == Outcome::Stored) {
         let path = format!("/api/device/{}/latest", case.device_id);
