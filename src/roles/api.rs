@@ -17,7 +17,7 @@ use tracing::info;
 use super::{BackendArgs, Worker, supervise};
 
 // The flags of `sensorfleet api` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct ApiArgs {
     #[command(flatten)]
     pub backends: BackendArgs,

@@ -8,7 +8,7 @@ use super::BackendArgs;
 use crate::manifests;
 
 // The flags of `sensorfleet apply` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub backends: BackendArgs,

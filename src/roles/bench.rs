@@ -32,7 +32,7 @@ use super::defaults;
 use super::up::{self, UpArgs};
 
 // The flags of `sensorfleet bench` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct BenchArgs {
     /// Simulated devices.
     #[arg(long, default_value_t = 10_000)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sensorfleet_operator::crdgen;
 
 // The flags of `sensorfleet crdgen` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct CrdgenArgs {
     /// Write one file per CRD into this folder instead of printing them.
     #[arg(long)]

@@ -19,7 +19,7 @@ use sensorfleet_model::analytics::{self, Condition, DetectorConfig, Phase, Trans
 use sensorfleet_model::reading::format_ts;
 
 // The flags of `sensorfleet detect` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct DetectArgs {
     /// The series: a CSV with a `timestamp,value` header (NAB format).
     #[arg(long, required_unless_present = "labels", conflicts_with = "labels")]

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 pub type Worker = JoinHandle<anyhow::Result<()>>;
 
 /// Where each backend is: `embedded` or a URL (DESIGN §2).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct UrlArgs {
     /// Event log: `embedded` or kafka://host:9092[,host2:9092].
     #[arg(long, default_value = "embedded", env = "SENSORFLEET_KAFKA_URL")]
@@ -86,7 +86,7 @@ impl UrlArgs {
 /// The backends of a role in its own process. The roles run as separate processes, so
 /// they need a shared event log (Kafka) and cache (Redis); the time series and registry
 /// may stay embedded (one SQLite file in --data-dir, shared by processes on one machine).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct BackendArgs {
     #[command(flatten)]
     pub urls: UrlArgs,
@@ -142,7 +142,7 @@ impl BackendArgs {
 
 /// Where a role in its own process serves `/metrics`, `/health/live` and `/health/ready`.
 /// Each role sets its own default port.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct OpsArgs {
     /// Address of /metrics, /health/live and /health/ready.
     #[arg(long, env = "SENSORFLEET_METRICS_ADDR")]

@@ -8,7 +8,7 @@ use sensorfleet_operator::run::{self as operator, OperatorConfig};
 use super::{OpsArgs, parse_duration};
 
 // The flags of `sensorfleet operator` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 #[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9103")))]
 pub struct OperatorArgs {
     /// Watch only this namespace (default: all namespaces).

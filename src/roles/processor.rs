@@ -19,7 +19,7 @@ use tracing::info;
 use super::{BackendArgs, OpsArgs, Worker, parse_duration, serve};
 
 // The flags of `sensorfleet processor` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 #[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9102")))]
 pub struct ProcessorArgs {
     #[command(flatten)]

@@ -18,7 +18,7 @@ use super::{BackendArgs, Worker, parse_duration, supervise};
 const HOUR_MS: i64 = 3_600_000;
 
 // The flags of `sensorfleet rollup` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct RollupArgs {
     #[command(flatten)]
     pub backends: BackendArgs,

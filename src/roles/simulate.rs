@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::{Worker, parse_duration, supervise};
 
 // The flags of `sensorfleet simulate` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct SimulateArgs {
     /// Broker to publish to.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", value_parser = MqttEndpoint::parse)]

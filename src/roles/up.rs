@@ -33,7 +33,7 @@ use super::{UrlArgs, Worker, defaults, parse_duration};
 use crate::manifests;
 
 // The flags of `sensorfleet up` (its help text is the subcommand's doc in main.rs).
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args)]
 pub struct UpArgs {
     /// SensorFleet/AlertRule manifest files or folders (repeatable). Default: the built-in examples/.
     #[arg(

@@ -560,3 +560,40 @@ fn device_metrics(report: &DeviceReport) -> DeviceMetrics {
         status: if report.online { "online" } else { "offline" }.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sensorfleet_model::analytics::WindowStats;
+
+    use super::*;
+
+    fn report(main_field: &str) -> DeviceReport {
+        DeviceReport {
+            device_id: "d".to_owned(),
+            moving_average: Some(42.5),
+            main_field: Some(main_field.to_owned()),
+            window: Some(WindowStats {
+                count: 4,
+                mean: 42.0,
+                min: 40.0,
+                max: 44.0,
+                stddev: 1.5,
+            }),
+            health_score: 0.8,
+            online: true,
+        }
+    }
+
+    #[test]
+    fn every_type_keeps_its_moving_average_and_window_and_the_original_keys_stay() {
+        let gps = device_metrics(&report("speed_kmh"));
+        assert_eq!(gps.main_field.as_deref(), Some("speed_kmh"));
+        assert_eq!(gps.moving_average, Some(42.5));
+        assert_eq!(gps.window, report("speed_kmh").window);
+        assert_eq!((gps.avg_temp, gps.humidity), (None, None));
+        let thermometer = device_metrics(&report("temperature_celsius"));
+        assert_eq!((thermometer.avg_temp, thermometer.humidity), (Some(42.5), None));
+        let hygrometer = device_metrics(&report("humidity_percent"));
+        assert_eq!((hygrometer.avg_temp, hygrometer.humidity), (None, Some(42.5)));
+    }
+}
