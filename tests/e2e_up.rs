@@ -92,11 +92,15 @@ async fn embedded_platform_end_to_end() {
     })
     .await;
     assert_eq!(computed["main_field"], "temperature_celsius");
-    let near = |value: &Value, expected: f64| (value.as_f64().unwrap_or(f64::NAN) - expected).abs() < 1e-6;
+    let near =
+        |value: &Value, expected: f64| (value.as_f64().unwrap_or(f64::NAN) - expected).abs() < 1e-6;
     assert!(near(&computed["window"]["mean"], 20.45), "{computed}");
     assert!(near(&computed["window"]["min"], 20.0), "{computed}");
     assert!(near(&computed["window"]["max"], 20.9), "{computed}");
-    assert!(near(&computed["window"]["stddev"], 0.287_228_132), "{computed}");
+    assert!(
+        near(&computed["window"]["stddev"], 0.287_228_132),
+        "{computed}"
+    );
     assert!(near(&computed["moving_average"], 20.45), "{computed}");
 
     // History: every field of every reading, ascending.

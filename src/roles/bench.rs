@@ -27,9 +27,9 @@ use tokio::sync::watch;
 
 use sensorfleet_workers::mqtt::MqttEndpoint;
 
-use crate::http::HttpClient;
 use super::defaults;
 use super::up::{self, UpArgs};
+use crate::http::HttpClient;
 
 // The flags of `sensorfleet bench` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]

@@ -227,7 +227,10 @@ mod tests {
     #[test]
     fn every_spawned_role_starts_from_its_flag_defaults() {
         let bridge: bridge::BridgeArgs = defaults();
-        assert_eq!(bridge.ops.metrics_addr, SocketAddr::from(([127, 0, 0, 1], 9101)));
+        assert_eq!(
+            bridge.ops.metrics_addr,
+            SocketAddr::from(([127, 0, 0, 1], 9101))
+        );
         assert_eq!((bridge.connections, bridge.batch_max), (4, 4000));
         assert_eq!(bridge.max_age, Duration::from_secs(7 * 86_400));
         let processor: processor::ProcessorArgs = defaults();

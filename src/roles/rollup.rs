@@ -97,7 +97,13 @@ pub async fn run(args: RollupArgs, stop: impl Future<Output = ()>) -> anyhow::Re
         .open("time series", || connector.time_series())
         .await?;
     let (stopping, stopped) = watch::channel(false);
-    supervise("rollup", spawn(&args, series, None, stopped), &stopping, stop).await
+    supervise(
+        "rollup",
+        spawn(&args, series, None, stopped),
+        &stopping,
+        stop,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ pub struct UpArgs {
     #[command(flatten)]
     pub backends: UrlArgs,
     /// Readings the embedded event log holds before the bridge waits.
-    #[arg(skip = 100_000)]
+    #[arg(skip = 100_000_usize)]
     pub log_capacity: usize,
 }
 
@@ -260,7 +260,8 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
         cache: cache.clone(),
     };
     let (api_stop, api_stopped) = watch::channel(false);
-    let (http_addr, api_worker) = api::spawn(&api_args, api_backends, Some(probe), api_stopped).await?;
+    let (http_addr, api_worker) =
+        api::spawn(&api_args, api_backends, Some(probe), api_stopped).await?;
     let api = Running {
         stop: api_stop,
         worker: api_worker,

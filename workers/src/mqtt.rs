@@ -169,8 +169,7 @@ impl MqttTransport {
                 .set_keep_alive(Duration::from_secs(30))
                 .set_max_packet_size(sub.max_packet_bytes.max(MIN_INCOMING_PACKET), 64 * 1024)
                 .set_request_channel_capacity(queue);
-            if let (Some(user), Some(password)) = (&sub.endpoint.username, &sub.endpoint.password)
-            {
+            if let (Some(user), Some(password)) = (&sub.endpoint.username, &sub.endpoint.password) {
                 options.set_credentials(user, password);
             }
             let (client, eventloop) = AsyncClient::new(options, queue);

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use sensorfleet_backends::{BackendError, Cache, EventLog, Record, TimeSeries, Topic};
 use sensorfleet_model::manifest::DeclaredDevice;
 use sensorfleet_model::reading::{Limits, Reading, Reject, RejectReason, parse_payload};

@@ -106,7 +106,14 @@ pub async fn run(
         commands_tx,
         helpers_stopped,
     ));
-    let result = process(&config, &sinks, &mut declarations, &mut commands, &mut shutdown).await;
+    let result = process(
+        &config,
+        &sinks,
+        &mut declarations,
+        &mut commands,
+        &mut shutdown,
+    )
+    .await;
     let _ = helpers_stop.send(true);
     let _ = refresher.await;
     relay.abort();
@@ -225,15 +232,7 @@ async fn process(
             );
         }
         while let Ok(command) = commands.try_recv() {
-            handle_command(
-                &mut engine,
-                command,
-                &rules,
-                sinks,
-                &dead_letters,
-                shutdown,
-            )
-            .await;
+            handle_command(&mut engine, command, &rules, sinks, &dead_letters, shutdown).await;
         }
 
         let now = now_ms();
@@ -592,8 +591,14 @@ mod tests {
         assert_eq!(gps.window, report("speed_kmh").window);
         assert_eq!((gps.avg_temp, gps.humidity), (None, None));
         let thermometer = device_metrics(&report("temperature_celsius"));
-        assert_eq!((thermometer.avg_temp, thermometer.humidity), (Some(42.5), None));
+        assert_eq!(
+            (thermometer.avg_temp, thermometer.humidity),
+            (Some(42.5), None)
+        );
         let hygrometer = device_metrics(&report("humidity_percent"));
-        assert_eq!((hygrometer.avg_temp, hygrometer.humidity), (None, Some(42.5)));
+        assert_eq!(
+            (hygrometer.avg_temp, hygrometer.humidity),
+            (None, Some(42.5))
+        );
     }
 }
