@@ -22,11 +22,10 @@ use sensorfleet_workers::transport::Transport;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{BackendArgs, OpsArgs, Worker, parse_duration, serve};
+use super::{BackendArgs, Worker, parse_duration, serve};
 
 // The flags of `sensorfleet bridge` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]
-#[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9101")))]
 pub struct BridgeArgs {
     #[command(flatten)]
     pub backends: BackendArgs,
@@ -77,8 +76,13 @@ pub struct BridgeArgs {
     /// Milliseconds a batch waits to fill before it is written anyway.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=60_000), env = "SENSORFLEET_BRIDGE_LINGER_MS")]
     pub linger_ms: u32,
-    #[command(flatten)]
-    pub ops: OpsArgs,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9101",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl BridgeArgs {
@@ -182,7 +186,7 @@ pub async fn run(args: BridgeArgs, stop: impl Future<Output = ()>) -> anyhow::Re
     let probe: StatusProbe = Arc::new(move || vec![status("external", &broker)]);
     serve(
         "bridge",
-        (args.ops.metrics_addr, probe),
+        (args.metrics_addr, probe),
         |stopped| {
             let transport = MqttTransport::connect(&args.subscription());
             spawn(&args, transport, sinks, declared, stopped)

@@ -140,15 +140,6 @@ impl BackendArgs {
     }
 }
 
-/// Where a role in its own process serves `/metrics`, `/health/live` and `/health/ready`.
-/// Each role sets its own default port.
-#[derive(clap::Args)]
-pub struct OpsArgs {
-    /// Address of /metrics, /health/live and /health/ready.
-    #[arg(long, env = "SENSORFLEET_METRICS_ADDR")]
-    pub metrics_addr: SocketAddr,
-}
-
 /// A role in its own process: serves the ops surface on `ops` and [`supervise`]s the
 /// worker `spawn` starts with a shutdown of its own.
 pub async fn serve(
@@ -228,16 +219,16 @@ mod tests {
     fn every_spawned_role_starts_from_its_flag_defaults() {
         let bridge: bridge::BridgeArgs = defaults();
         assert_eq!(
-            bridge.ops.metrics_addr,
+            bridge.metrics_addr,
             SocketAddr::from(([127, 0, 0, 1], 9101))
         );
         assert_eq!((bridge.connections, bridge.batch_max), (4, 4000));
         assert_eq!(bridge.max_age, Duration::from_secs(7 * 86_400));
         let processor: processor::ProcessorArgs = defaults();
-        assert_eq!(processor.ops.metrics_addr.port(), 9102);
+        assert_eq!(processor.metrics_addr.port(), 9102);
         assert_eq!(processor.window, Duration::from_secs(300));
         let operator: operator::OperatorArgs = defaults();
-        assert_eq!(operator.ops.metrics_addr.port(), 9103);
+        assert_eq!(operator.metrics_addr.port(), 9103);
         let up: up::UpArgs = defaults();
         assert_eq!((up.bridge_connections, up.log_capacity), (8, 100_000));
         assert_eq!(up.backends.kafka_url, "embedded");
