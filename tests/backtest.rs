@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use sensorfleet::backtest::{BacktestArgs, report};
+use sensorfleet::roles::backtest::{BacktestArgs, report};
 use sensorfleet_backends::timeseries::TimeSeries;
 use sensorfleet_backends::timeseries::influx::{InfluxOptions, InfluxStore};
 use sensorfleet_model::Reading;

@@ -83,6 +83,28 @@ async fn embedded_platform_end_to_end() {
     assert_eq!(latest["humidity"], Value::Null);
     assert_eq!(latest["timestamp"], format_ts(base + 9000));
 
+    // What the processor computes, under its own names: the main field's moving
+    // average and window statistics.
+    let computed = eventually(10, "lab-temp-1's window statistics", || {
+        let mut api = up.client();
+        async move {
+            let (_, body) = get_json(&mut api, "/api/device/lab-temp-1/latest").await;
+            (body["window"]["count"] == 10).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(computed["main_field"], "temperature_celsius");
+    let near =
+        |value: &Value, expected: f64| (value.as_f64().unwrap_or(f64::NAN) - expected).abs() < 1e-6;
+    assert!(near(&computed["window"]["mean"], 20.45), "{computed}");
+    assert!(near(&computed["window"]["min"], 20.0), "{computed}");
+    assert!(near(&computed["window"]["max"], 20.9), "{computed}");
+    assert!(
+        near(&computed["window"]["stddev"], 0.287_228_132),
+        "{computed}"
+    );
+    assert!(near(&computed["moving_average"], 20.45), "{computed}");
+
     // History: every field of every reading, ascending.
     let (status, history) = get_json(
         &mut api,

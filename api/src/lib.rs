@@ -3,7 +3,8 @@
 //! OpenAPI document at `/api/openapi.json`.
 //!
 //! The API only reads the stores (time series, registry, cache); changing an alert by
-//! hand goes through [`AlertControl`], which the process wires to the processor.
+//! hand goes through [`AlertControl`]: [`remote::RemoteControl`] sends it to the processors
+//! over the event log's commands topic, in `up` as in the separate `api` role.
 
 pub mod error;
 pub mod guard;
@@ -62,7 +63,7 @@ pub struct ApiState {
     pub registry: Arc<dyn Registry>,
     /// Cache and live feed.
     pub cache: Arc<dyn Cache>,
-    /// Alert acknowledge/clear, when a processor runs in this process.
+    /// Alert acknowledge/clear; none: those endpoints answer 503.
     pub control: Option<Arc<dyn AlertControl>>,
     /// Extra component status.
     pub probe: StatusProbe,

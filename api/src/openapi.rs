@@ -19,7 +19,7 @@ use crate::routes::{alerts, dashboard, devices, health, live, metrics};
         metrics::serve,
     ),
     components(schemas(
-        ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::Latest, devices::History,
+        ErrorBody, devices::DeviceList, devices::DeviceSummary, devices::Latest, devices::Window, devices::History,
         devices::HistoryPoint, alerts::AlertList, dashboard::DashboardStats, health::SystemStatus,
         health::ServiceHealth, health::ServicesHealth, health::DevicesHealth, health::SystemHealth,
     )),

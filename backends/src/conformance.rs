@@ -345,6 +345,15 @@ pub async fn cache_suite(cache: &dyn Cache, run: &str) {
         humidity: None,
         health_score: 0.9,
         status: "online".to_owned(),
+        main_field: Some("temperature_celsius".to_owned()),
+        moving_average: Some(21.5),
+        window: Some(sensorfleet_model::analytics::WindowStats {
+            count: 3,
+            mean: 21.0,
+            min: 20.0,
+            max: 22.0,
+            stddev: 0.8,
+        }),
     };
     cache
         .put_metrics(std::slice::from_ref(&metrics), now)

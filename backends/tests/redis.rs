@@ -114,6 +114,7 @@ async fn redis_keeps_one_alert_entry_per_id_and_lists_metrics() {
             humidity: Some(40.0 + f64::from(i)),
             health_score: 0.5,
             status: "online".to_owned(),
+            ..DeviceMetrics::default()
         })
         .collect();
     cache.put_metrics(&metrics, now).await.expect("metrics");

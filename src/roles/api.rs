@@ -1,6 +1,6 @@
 //! `sensorfleet api`: REST, WebSocket, dashboard, `/metrics` and `/health/*` over the
 //! shared stores. Several replicas can run behind one Service: they keep no state.
-//! Acknowledge and clear travel to the processors over the event log.
+//! Acknowledge and clear travel to the processors over the event log's commands topic.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,61 +9,95 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sensorfleet_api::remote::RemoteControl;
-use sensorfleet_api::{ApiState, GuardConfig};
+use sensorfleet_api::{ApiState, GuardConfig, StatusProbe};
+use sensorfleet_backends::{Cache, EventLog, Registry, TimeSeries};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{RoleConfig, connector, open, supervise};
+use super::{BackendArgs, Worker, supervise};
 
-/// Settings of `sensorfleet api`.
-#[derive(Debug, Clone)]
-pub struct ApiRole {
-    /// Backends (the ops address is unused: the API serves its own probes).
-    pub role: RoleConfig,
-    /// Where the API, dashboard and probes listen.
+// The flags of `sensorfleet api` (its help text is the subcommand's doc in main.rs).
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    /// Address of the API, dashboard, /metrics and /health.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SENSORFLEET_HTTP_ADDR")]
     pub http_addr: SocketAddr,
-    /// Bearer token for `POST` endpoints.
-    pub token: Option<String>,
-    /// Requests per second per client IP; 0 is unlimited.
+    /// Require `Authorization: Bearer <token>` on POST endpoints.
+    #[arg(long, env = "SENSORFLEET_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Requests per second per client IP (0: unlimited).
+    #[arg(long, default_value_t = 0.0, env = "SENSORFLEET_RATE_LIMIT")]
     pub rate_limit: f64,
 }
 
-/// Serves until `stop` resolves.
-pub async fn run(config: ApiRole, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let connector = connector(&config.role)?;
-    let limit = config.role.connect_timeout;
-    let log = open("event log", limit, || connector.event_log(0)).await?;
-    let series = open("time series", limit, || connector.time_series()).await?;
-    let registry = open("registry", limit, || connector.registry(8)).await?;
-    let cache = open("cache", limit, || connector.cache()).await?;
-    let listener = sensorfleet_api::bind(config.http_addr).await?;
+/// What the API reads and where it sends commands.
+#[derive(Clone)]
+pub struct ApiBackends {
+    /// Where acknowledge and clear go (the commands topic).
+    pub log: Arc<dyn EventLog>,
+    /// History.
+    pub series: Arc<dyn TimeSeries>,
+    /// Devices, rules, alert history.
+    pub registry: Arc<dyn Registry>,
+    /// Latest values, metrics, alerts, live feed.
+    pub cache: Arc<dyn Cache>,
+}
+
+/// Binds `--http-addr` and starts serving; returns the bound address (port 0 picks one).
+/// `probe` adds entries to `/health/services`.
+pub async fn spawn(
+    args: &ApiArgs,
+    backends: ApiBackends,
+    probe: Option<StatusProbe>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, Worker)> {
+    let listener = sensorfleet_api::bind(args.http_addr).await?;
     let bound = listener.local_addr()?;
     info!(
         api = %format!("http://{bound}/"),
-        time_series = series.name(),
-        registry = registry.name(),
-        cache = cache.name(),
+        time_series = backends.series.name(),
+        registry = backends.registry.name(),
+        cache = backends.cache.name(),
         "API serving"
     );
     let mut state = ApiState::new(
-        series,
-        registry.clone(),
-        cache,
+        backends.series,
+        backends.registry.clone(),
+        backends.cache,
         GuardConfig {
-            token: config.token,
-            rate_per_second: config.rate_limit,
+            token: args.api_token.clone(),
+            rate_per_second: args.rate_limit,
         },
     );
     state.control = Some(Arc::new(RemoteControl {
-        log,
-        registry,
+        log: backends.log,
+        registry: backends.registry,
         wait: Duration::from_secs(5),
     }));
-    let (stopping, stopped) = watch::channel(false);
+    if let Some(probe) = probe {
+        state.probe = probe;
+    }
     let worker = tokio::spawn(async move {
-        sensorfleet_api::serve(listener, state, stopped)
+        sensorfleet_api::serve(listener, state, shutdown)
             .await
             .context("the API stopped")
     });
+    Ok((bound, worker))
+}
+
+/// Serves until `stop` resolves.
+pub async fn run(args: ApiArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let b = &args.backends;
+    let connector = b.connector("sensorfleet api")?;
+    let backends = ApiBackends {
+        log: b.open("event log", || connector.event_log(0)).await?,
+        series: b.open("time series", || connector.time_series()).await?,
+        registry: b.open("registry", || connector.registry(8)).await?,
+        cache: b.open("cache", || connector.cache()).await?,
+    };
+    let (stopping, stopped) = watch::channel(false);
+    let (_, worker) = spawn(&args, backends, None, stopped).await?;
     supervise("API", worker, &stopping, stop).await
 }

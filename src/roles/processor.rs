@@ -1,297 +1,122 @@
 //! `sensorfleet processor`: a consumer in the event log's group → windows, anomalies,
-//! health, alerts → registry, cache, alerts topic. Offsets are committed only after
-//! the sinks flushed. Devices and rules come from the registry (mirrored there by `up`
-//! or the operator) and are re-read every `refresh`, so a changed rule applies without
-//! a restart.
+//! health, alerts → registry, cache, alerts topic. Offsets are committed only after the
+//! sinks flushed. Devices and rules come from the registry (mirrored there by `up`,
+//! `apply` or the operator) and are re-read every `--refresh`; acknowledge and clear
+//! arrive on the event log's commands topic.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sensorfleet_api::ComponentStatus;
-use sensorfleet_backends::{BackendError, DeviceRecord, EventLog, Registry, Topic};
-use sensorfleet_model::manifest::DeclaredDevice;
-use sensorfleet_model::{AlertAction, AlertCommandRecord};
+use sensorfleet_api::{ComponentStatus, StatusProbe};
 use sensorfleet_workers::clock::now_ms;
-use sensorfleet_workers::processor::{
-    self, AlertCommand, Declarations, EngineConfig, ProcessorConfig, ProcessorSinks,
-};
+use sensorfleet_workers::processor::{self, EngineConfig, ProcessorConfig, ProcessorSinks};
 use sensorfleet_workers::telemetry;
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::info;
 
-use super::{RoleConfig, connector, open, serve_ops, supervise};
+use super::{BackendArgs, Worker, parse_duration, serve};
 
-/// Settings of `sensorfleet processor`.
-#[derive(Debug, Clone)]
-pub struct ProcessorRole {
-    /// Backends and ops address.
-    pub role: RoleConfig,
-    /// Consumer group every processor replica joins.
+// The flags of `sensorfleet processor` (its help text is the subcommand's doc in main.rs).
+#[derive(clap::Args)]
+pub struct ProcessorArgs {
+    #[command(flatten)]
+    pub backends: BackendArgs,
+    /// Consumer group every processor replica joins; partitions are shared among them.
+    #[arg(
+        long,
+        default_value = "sensorfleet-processor",
+        env = "SENSORFLEET_PROCESSOR_GROUP"
+    )]
     pub group: String,
-    /// How often devices and rules are re-read from the registry.
+    /// How often devices and alert rules are re-read from the registry.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SENSORFLEET_REFRESH")]
     pub refresh: Duration,
-    /// Sliding window of the per-device statistics.
+    /// Sliding window of the per-device statistics (min/max/mean, rate of change), e.g.
+    /// `5m`; a Pipeline's `processor.window`.
+    #[arg(long, default_value = "5m", value_parser = parse_window, env = "SENSORFLEET_WINDOW")]
     pub window: Duration,
-    /// Readings in the moving average.
-    pub moving_average: usize,
+    /// Readings in the moving average; a Pipeline's `processor.movingAverage`.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000), env = "SENSORFLEET_MOVING_AVERAGE")]
+    pub moving_average: u16,
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9102",
+        env = "SENSORFLEET_METRICS_ADDR"
+    )]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
-/// Offline threshold of a device the registry has no timing for (DESIGN §4 default).
-const DEFAULT_OFFLINE_AFTER_MS: i64 = 300_000;
-/// Publish interval assumed for such a device.
-const DEFAULT_INTERVAL_MS: i64 = 10_000;
-
-/// The declared devices among registry rows: those a fleet owns (a device that only
-/// showed up by publishing is known, not declared).
-pub fn declared(records: Vec<DeviceRecord>) -> Vec<DeclaredDevice> {
-    let mut devices: Vec<DeclaredDevice> = records
-        .into_iter()
-        .filter_map(|r| {
-            Some(DeclaredDevice {
-                fleet: r.fleet?,
-                device_id: r.device_id,
-                device_type: r.device_type,
-                location: r.location,
-                publish_interval_ms: r.publish_interval_ms.unwrap_or(DEFAULT_INTERVAL_MS),
-                offline_after_ms: r.offline_after_ms.unwrap_or(DEFAULT_OFFLINE_AFTER_MS),
-            })
-        })
-        .collect();
-    devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
-    devices
+/// A window: a duration of at least one second (the window keeps ten buckets).
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window < Duration::from_secs(1) {
+        return Err(format!("{text}: a window is at least 1s"));
+    }
+    Ok(window)
 }
 
-async fn read_declarations(registry: &dyn Registry) -> Result<Declarations, BackendError> {
-    let devices = declared(registry.devices().await?);
-    let mut rules = registry.rules().await?;
-    rules.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Declarations { devices, rules })
-}
-
-/// Re-reads the declarations every `every` and publishes them when they changed.
-async fn refresh(
-    registry: Arc<dyn Registry>,
-    every: Duration,
-    sender: watch::Sender<Declarations>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        match read_declarations(registry.as_ref()).await {
-            Ok(fresh) => {
-                let changed = {
-                    let current = sender.borrow();
-                    current.devices != fresh.devices || current.rules != fresh.rules
-                };
-                if changed {
-                    info!(
-                        devices = fresh.devices.len(),
-                        rules = fresh.rules.len(),
-                        "registry changed; applying"
-                    );
-                    let _ = sender.send(fresh);
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "re-reading devices and rules failed; keeping the current ones")
-            }
-        }
+/// The `processor` entry of `/health/services`: whether the loop ticked lately.
+pub fn status(backend: &str) -> ComponentStatus {
+    let last_tick = telemetry::PROCESSOR_LAST_TICK.get();
+    ComponentStatus {
+        name: "processor".to_owned(),
+        backend: backend.to_owned(),
+        up: now_ms() / 1000 - last_tick <= 10,
+        detail: "the processing loop has not ticked for over 10 s".to_owned(),
     }
 }
 
-/// This process among the processor replicas: the host name (a pod's name in
-/// Kubernetes) and the process id.
-fn instance_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|| "host".to_owned());
-    format!("{host}-{}", std::process::id())
-}
-
-/// Passes acknowledge/clear requests from API processes to the engine. Every processor
-/// reads every command (a consumer group of its own); the one holding the alert applies
-/// it and records the new state, which is what the API waits for.
-async fn relay_commands(
-    log: Arc<dyn EventLog>,
-    group: String,
-    engine: mpsc::Sender<AlertCommand>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut consumer = loop {
-        match log.subscribe(Topic::Commands, &group).await {
-            Ok(consumer) => break consumer,
-            Err(e) => {
-                warn!(error = %e, "cannot read alert commands yet; retrying in 2 s");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
-        }
-    };
-    loop {
-        let polled = tokio::select! {
-            polled = consumer.poll(100, 500) => polled,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let deliveries = match polled {
-            Ok(deliveries) => deliveries,
-            Err(e) => {
-                warn!(error = %e, "reading alert commands failed; retrying in 2 s");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
-            }
-        };
-        for delivery in &deliveries {
-            let Ok(command) =
-                serde_json::from_slice::<AlertCommandRecord>(&delivery.record.payload)
-            else {
-                warn!(
-                    offset = delivery.offset,
-                    "skipping an alert command that does not parse"
-                );
-                continue;
-            };
-            let (reply, answer) = oneshot::channel();
-            let request = match command.action {
-                AlertAction::Acknowledge => {
-                    AlertCommand::Acknowledge(command.alert_id.clone(), reply)
-                }
-                AlertAction::Clear => AlertCommand::Clear(command.alert_id.clone(), reply),
-            };
-            if engine.send(request).await.is_err() {
-                return;
-            }
-            // Not ours (another replica holds it) or already changed: nothing to do.
-            if let Ok(Ok(alert)) = answer.await {
-                info!(alert_id = %alert.id, state = alert.state.as_str(), "alert changed by hand");
-            }
-        }
-        if !deliveries.is_empty()
-            && let Err(e) = consumer.commit().await
-        {
-            warn!(error = %e, "committing the alert command position failed");
-        }
-    }
-}
-
-/// Runs the processor until `stop` resolves or it fails.
-pub async fn run(config: ProcessorRole, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    telemetry::register_all();
-    let connector = connector(&config.role)?;
-    let limit = config.role.connect_timeout;
-    let log = open("event log", limit, || connector.event_log(0)).await?;
-    let registry = open("registry", limit, || connector.registry(4)).await?;
-    let cache = open("cache", limit, || connector.cache()).await?;
-    let declarations = open("registry", limit, || async {
-        Ok(read_declarations(registry.as_ref()).await?)
-    })
-    .await?;
-    info!(
-        event_log = log.name(),
-        registry = registry.name(),
-        cache = cache.name(),
-        group = %config.group,
-        devices = declarations.devices.len(),
-        rules = declarations.rules.len(),
-        "processor starting"
-    );
-
-    let (stopping, stopped) = watch::channel(false);
-    let probe = Arc::new(|| {
-        let last_tick = telemetry::PROCESSOR_LAST_TICK.get();
-        vec![ComponentStatus {
-            name: "processor".to_owned(),
-            backend: "loop".to_owned(),
-            up: now_ms() / 1000 - last_tick <= 10,
-            detail: "the processing loop has not ticked for over 10 s".to_owned(),
-        }]
-    });
-    let (_, ops) = serve_ops(config.role.ops_addr, probe, stopped.clone()).await?;
-
-    let (declarations_tx, declarations_rx) = watch::channel(declarations);
-    let refresher = tokio::spawn(refresh(
-        registry.clone(),
-        config.refresh,
-        declarations_tx,
-        stopped.clone(),
-    ));
-    let (commands_tx, commands_rx) = mpsc::channel(64);
-    let relay = tokio::spawn(relay_commands(
-        log.clone(),
-        format!("{}-commands-{}", config.group, instance_id()),
-        commands_tx,
-        stopped.clone(),
-    ));
-    let processor_config = ProcessorConfig {
-        group: config.group.clone(),
+/// Starts the processor; it drains, flushes and commits once `shutdown` turns true.
+pub fn spawn(
+    args: &ProcessorArgs,
+    sinks: ProcessorSinks,
+    shutdown: watch::Receiver<bool>,
+) -> Worker {
+    let config = ProcessorConfig {
+        group: args.group.clone(),
+        refresh: args.refresh,
         engine: EngineConfig {
-            window_ms: config.window.as_millis().try_into().unwrap_or(i64::MAX),
-            moving_average: config.moving_average,
+            window_ms: args.window.as_millis().try_into().unwrap_or(i64::MAX),
+            moving_average: args.moving_average.into(),
             ..EngineConfig::default()
         },
         ..ProcessorConfig::default()
     };
-    let sinks = ProcessorSinks {
-        log,
-        registry,
-        cache,
-    };
-    let worker = tokio::spawn(async move {
-        processor::run(
-            processor_config,
-            sinks,
-            declarations_rx,
-            commands_rx,
-            stopped,
-        )
-        .await
-        .context("the processor stopped")
-    });
-    let result = supervise("processor", worker, &stopping, stop).await;
-    let _ = refresher.await;
-    relay.abort();
-    let _ = ops.await;
-    result
+    info!(
+        event_log = sinks.log.name(),
+        registry = sinks.registry.name(),
+        cache = sinks.cache.name(),
+        group = %config.group,
+        "processor starting"
+    );
+    tokio::spawn(async move {
+        processor::run(config, sinks, shutdown)
+            .await
+            .context("the processor stopped")
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: &str, fleet: Option<&str>, interval: Option<i64>) -> DeviceRecord {
-        DeviceRecord {
-            device_id: id.to_owned(),
-            device_type: "temperature_sensor".to_owned(),
-            location: None,
-            status: "active".to_owned(),
-            fleet: fleet.map(str::to_owned),
-            publish_interval_ms: interval,
-            offline_after_ms: None,
-        }
-    }
-
-    #[test]
-    fn only_fleet_devices_are_declared_with_defaults_filled() {
-        let devices = declared(vec![
-            record("b", Some("lab"), Some(1000)),
-            record("stray", None, None),
-            record("a", Some("lab"), None),
-        ]);
-        let ids: Vec<&str> = devices.iter().map(|d| d.device_id.as_str()).collect();
-        assert_eq!(ids, ["a", "b"]);
-        assert_eq!(devices[0].publish_interval_ms, DEFAULT_INTERVAL_MS);
-        assert_eq!(devices[0].offline_after_ms, DEFAULT_OFFLINE_AFTER_MS);
-        assert_eq!(devices[1].publish_interval_ms, 1000);
-    }
+/// Runs the processor until `stop` resolves or it fails.
+pub async fn run(args: ProcessorArgs, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    telemetry::register_all();
+    let backends = &args.backends;
+    let connector = backends.connector("sensorfleet processor")?;
+    let sinks = ProcessorSinks {
+        log: backends
+            .open("event log", || connector.event_log(0))
+            .await?,
+        registry: backends.open("registry", || connector.registry(4)).await?,
+        cache: backends.open("cache", || connector.cache()).await?,
+    };
+    let probe: StatusProbe = Arc::new(|| vec![status("loop")]);
+    serve(
+        "processor",
+        (args.metrics_addr, probe),
+        |stopped| spawn(&args, sinks, stopped),
+        stop,
+    )
+    .await
 }

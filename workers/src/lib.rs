@@ -1,10 +1,9 @@
 //! SensorFleet's workers, in the order data flows through them:
 //!
-//! device → [`simulator`] → MQTT ([`ingest`] when embedded) → [`bridge`] → event log →
-//! [`processor`] → stores. The API reads the stores; it lives in its own crate.
+//! device → [`simulator`] → MQTT → a [`transport`] ([`mqtt`] client of a broker, or the
+//! embedded [`ingest`] endpoint) → [`bridge`] → event log → [`processor`] → stores. The API reads the stores; it lives in its own crate.
 
 pub mod bridge;
-pub mod broker;
 pub mod clock;
 pub mod deadletter;
 pub mod ingest;
@@ -14,3 +13,4 @@ pub mod retry;
 pub mod simulator;
 pub mod sink;
 pub mod telemetry;
+pub mod transport;

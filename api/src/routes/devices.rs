@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use sensorfleet_backends::HistoryQuery;
+use sensorfleet_model::analytics::WindowStats;
 use sensorfleet_model::reading::{format_ts, is_valid_device_id};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -53,14 +54,46 @@ pub struct Latest {
     pub humidity: Option<f64>,
     /// Health score in [0, 1].
     pub health_score: Option<f64>,
-    /// Moving average of the main field (`device:{id}:avg_temp` / `:humidity`).
+    /// The device type's main field: the one `moving_average` and `window` follow.
+    pub main_field: Option<String>,
+    /// Moving average of the main field, for every device type (for temperature and
+    /// humidity sensors also the original design's `device:{id}:avg_temp` / `:humidity`).
     pub moving_average: Option<f64>,
+    /// Statistics of the main field over the processor's sliding window.
+    pub window: Option<Window>,
     /// Time of the reading (RFC 3339).
     pub timestamp: String,
     /// Every field of the latest reading, by name.
     #[serde(flatten)]
     #[schema(additional_properties)]
     pub fields: BTreeMap<String, f64>,
+}
+
+/// The main field over the processor's sliding window (all 0 when it is empty).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Window {
+    /// Readings in the window.
+    pub count: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+    /// Population standard deviation.
+    pub stddev: f64,
+}
+
+impl From<WindowStats> for Window {
+    fn from(w: WindowStats) -> Self {
+        Self {
+            count: w.count,
+            mean: w.mean,
+            min: w.min,
+            max: w.max,
+            stddev: w.stddev,
+        }
+    }
 }
 
 /// One point of history.
@@ -184,7 +217,9 @@ pub async fn latest(
         temperature: reading.field("temperature_celsius"),
         humidity: reading.field("humidity_percent"),
         health_score: metrics.as_ref().map(|m| m.health_score),
-        moving_average: metrics.as_ref().and_then(|m| m.avg_temp.or(m.humidity)),
+        main_field: metrics.as_ref().and_then(|m| m.main_field.clone()),
+        moving_average: metrics.as_ref().and_then(|m| m.moving_average),
+        window: metrics.as_ref().and_then(|m| m.window).map(Window::from),
         timestamp: reading.timestamp(),
         device_id: reading.device_id,
         device_type: reading.device_type,

@@ -6,6 +6,7 @@ pub mod memory;
 pub mod redis;
 
 use async_trait::async_trait;
+use sensorfleet_model::analytics::WindowStats;
 use sensorfleet_model::{Alert, Reading};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -19,9 +20,10 @@ pub const DASHBOARD_TTL_MS: i64 = 60_000;
 /// How many alerts the `alerts` list keeps.
 pub const ALERT_LIST_CAP: usize = 1000;
 
-/// Per-device metrics the processor computes (`device:{id}:avg_temp`, `:humidity`,
-/// `:health_score`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Per-device metrics the processor computes: the moving average and window statistics
+/// of the device's main field, and its health (also the original design's
+/// `device:{id}:avg_temp`, `:humidity` and `:health_score`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceMetrics {
     /// Device.
     pub device_id: String,
@@ -29,6 +31,15 @@ pub struct DeviceMetrics {
     pub avg_temp: Option<f64>,
     /// Moving average of `humidity_percent`, for humidity sensors.
     pub humidity: Option<f64>,
+    /// The field the moving average and the window follow (its type's main field).
+    #[serde(default)]
+    pub main_field: Option<String>,
+    /// Moving average of the main field, whatever the device type.
+    #[serde(default)]
+    pub moving_average: Option<f64>,
+    /// Sliding-window statistics of the main field.
+    #[serde(default)]
+    pub window: Option<WindowStats>,
     /// Health score in [0, 1].
     pub health_score: f64,
     /// `online` or `offline`.

@@ -1,6 +1,7 @@
-//! The bridge: subscribes to `sensors/+/+`, validates and normalises each message, and
-//! delivers batches to the event log, the time-series store and the latest-value cache.
-//! Rejects go to the dead-letter stream with their reason.
+//! The bridge: reads device messages from a [`Transport`] (an MQTT broker's `sensors/+/+`
+//! or the embedded ingest endpoint), validates and normalises each, and delivers batches
+//! to the event log, the time-series store and the latest-value cache. Rejects go to the
+//! dead-letter stream with their reason.
 //!
 //! Nothing a device sends stops the bridge: a payload that does not validate, a device
 //! that changes type or exceeds the caps of the [`book`], and a reading a sink refuses
@@ -8,10 +9,10 @@
 //! their reason and acknowledged with the rest of their batch. Only an unavailable or
 //! misconfigured sink holds the batch (and so the broker's in-flight window).
 //!
-//! QoS 1 with manual acknowledgements and a persistent session: a message is acknowledged
-//! to the broker only after its batch is durable in every sink, so a bridge crash makes
-//! the broker redeliver instead of losing. The broker's in-flight window is the bound on
-//! what the bridge holds, and the back-pressure when a sink is slow.
+//! A message is acknowledged to its transport only after its batch is durable in every
+//! sink, so a bridge crash makes the publisher (or the broker) resend instead of losing.
+//! The transport's window of unacknowledged messages is the bound on what the bridge
+//! holds, and the back-pressure when a sink is slow.
 
 pub mod book;
 
@@ -19,48 +20,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use sensorfleet_backends::backoff::Backoff;
 use sensorfleet_backends::{BackendError, Cache, EventLog, Record, TimeSeries, Topic};
 use sensorfleet_model::manifest::DeclaredDevice;
 use sensorfleet_model::reading::{Limits, Reading, Reject, RejectReason, parse_payload};
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tokio::sync::watch;
+use tracing::{debug, info};
 
 use self::book::{BookLimits, DeviceBook};
 use crate::clock::now_ms;
 use crate::deadletter::{DeadLetters, SpoolConfig};
-use crate::ingest::IngestMessage;
-use crate::mqtt::MqttEndpoint;
 use crate::sink::{Refused, write_isolating};
 use crate::telemetry;
-
-/// The largest MQTT packet the bridge reads, at least. Above the broker's own limits
-/// (Mosquitto: `max_packet_size 98304`, `message_size_limit 65536` in the test
-/// environment and `deploy/kind`): a packet the broker forwards is always readable, so
-/// an oversized one never drops the connection and comes back with the session.
-pub const MIN_INCOMING_PACKET: usize = 128 * 1024;
+use crate::transport::Transport;
 
 /// Bridge settings.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// The broker.
-    pub mqtt: MqttEndpoint,
-    /// Client id; fixed so the broker keeps the session (and unacknowledged messages)
-    /// across a restart.
-    pub client_id: String,
-    /// Topic filter, `sensors/+/+`.
-    pub filter: String,
-    /// Shared-subscription group: every bridge replica that names the same group shares
-    /// the stream (`$share/<group>/<filter>`), each message going to one of them. `None`
-    /// shares only between this bridge's own connections (group = `client_id`).
-    pub share_group: Option<String>,
-    /// MQTT connections, all in one shared subscription (`$share/<client_id>/<filter>`)
-    /// when more than one. A broker keeps at most a fixed number of unacknowledged QoS 1
-    /// messages per connection (100 for rumqttd, `max_inflight_messages` for Mosquitto),
-    /// and the bridge acknowledges only after a batch is durable, so connections are what
-    /// lets a batch grow past that window.
-    pub connections: usize,
     /// Most messages per batch.
     pub batch_max: usize,
     /// How long a batch waits to fill before it is flushed anyway.
@@ -72,28 +47,8 @@ pub struct BridgeConfig {
     /// Declared devices: their type is the one their readings must carry, and they are
     /// never capped.
     pub declared: Vec<DeclaredDevice>,
-    /// Where dead letters wait while the event log is unavailable; `None`:
-    /// [`SpoolConfig::named`] after the client id.
-    pub spool: Option<SpoolConfig>,
-}
-
-impl BridgeConfig {
-    /// Defaults for a broker at `mqtt`.
-    pub fn new(mqtt: MqttEndpoint) -> Self {
-        Self {
-            mqtt,
-            client_id: "sensorfleet-bridge".to_owned(),
-            filter: "sensors/+/+".to_owned(),
-            share_group: None,
-            connections: 8,
-            batch_max: 4000,
-            linger: Duration::from_millis(5),
-            limits: Limits::default(),
-            book: BookLimits::default(),
-            declared: Vec::new(),
-            spool: None,
-        }
-    }
+    /// Where dead letters wait while the event log is unavailable.
+    pub spool: SpoolConfig,
 }
 
 /// Where the bridge delivers.
@@ -143,144 +98,20 @@ pub fn sort_batch<'a>(
     sorted
 }
 
-/// Runs the bridge until `shutdown` turns true; flushes and acknowledges the last batch.
-pub async fn run(
+/// Runs the bridge on `transport` until its stream ends or `shutdown` turns true. Each
+/// message is acknowledged once its batch is in the event log and the stores, never
+/// before; the last batch is delivered and acknowledged before it returns.
+pub async fn run<T: Transport>(
     config: BridgeConfig,
     sinks: BridgeSinks,
+    mut transport: T,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
-    let connections = config.connections.clamp(1, 64);
-    let filter = match (&config.share_group, connections) {
-        (Some(group), _) => format!("$share/{group}/{}", config.filter),
-        (None, 1) => config.filter.clone(),
-        (None, _) => format!("$share/{}/{}", config.client_id, config.filter),
-    };
-    let (tx, mut rx) = mpsc::channel::<(usize, Publish)>(config.batch_max * 2);
-    let mut clients = Vec::with_capacity(connections);
-    let mut drivers = Vec::with_capacity(connections);
-    for index in 0..connections {
-        let client_id = if connections > 1 {
-            format!("{}-{index}", config.client_id)
-        } else {
-            config.client_id.clone()
-        };
-        let mut options = MqttOptions::new(client_id, &config.mqtt.host, config.mqtt.port);
-        options
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(
-                (config.limits.max_payload_bytes * 4 + 1024).max(MIN_INCOMING_PACKET),
-                64 * 1024,
-            )
-            .set_request_channel_capacity(config.batch_max);
-        if let (Some(user), Some(password)) = (&config.mqtt.username, &config.mqtt.password) {
-            options.set_credentials(user, password);
-        }
-        let (client, eventloop) = AsyncClient::new(options, config.batch_max);
-        drivers.push(tokio::spawn(drive(
-            eventloop,
-            client.clone(),
-            filter.clone(),
-            index,
-            tx.clone(),
-            shutdown.clone(),
-        )));
-        clients.push(client);
-    }
-    drop(tx);
-    info!(broker = %config.mqtt, filter = %filter, connections, "bridge started");
-
     let (mut book, dead_letters) = screening(&config, &sinks);
-    let mut batch: Vec<(usize, Publish)> = Vec::with_capacity(config.batch_max);
-    let mut acks = PendingAcks::new(connections);
-    loop {
-        batch.clear();
-        acks.send(&clients);
-        let first = tokio::select! {
-            message = rx.recv() => message,
-            _ = shutdown.changed() => None,
-            // Acknowledgements an event loop had no room for yet: offered again shortly.
-            _ = tokio::time::sleep(ACK_RETRY), if !acks.is_empty() => continue,
-        };
-        let Some(first) = first else { break };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + config.linger;
-        while batch.len() < config.batch_max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(message)) => batch.push(message),
-                _ => break,
-            }
-        }
-        let messages: Vec<(&str, &[u8])> = batch
-            .iter()
-            .map(|(_, p)| (p.topic.as_str(), p.payload.as_ref()))
-            .collect();
-        deliver(
-            &config,
-            &sinks,
-            &mut book,
-            &dead_letters,
-            &messages,
-            &mut shutdown,
-        )
-        .await?;
-        acks.extend(&batch);
-    }
-    // Hand over what is still pending (bounded: the broker redelivers the rest).
-    for _ in 0..20 {
-        if acks.send(&clients) {
-            break;
-        }
-        tokio::time::sleep(ACK_RETRY).await;
-    }
-    // Let the event loops send the last acknowledgements, then leave the sessions open on
-    // the broker (a clean disconnect would drop what it queued for us).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for driver in drivers {
-        driver.abort();
-    }
-    telemetry::BRIDGE_CONNECTED.set(0);
-    info!("bridge stopped; every received message was delivered and acknowledged");
-    Ok(())
-}
-
-/// The device book (declared devices first) and the dead letters of a bridge.
-fn screening(config: &BridgeConfig, sinks: &BridgeSinks) -> (DeviceBook, DeadLetters) {
-    let mut book = DeviceBook::new(config.book);
-    for device in &config.declared {
-        book.declare(
-            &device.device_id,
-            &device.device_type,
-            device.location.as_deref(),
-        );
-    }
-    let spool = config
-        .spool
-        .clone()
-        .unwrap_or_else(|| SpoolConfig::named(&format!("bridge-{}", config.client_id)));
-    let dead_letters = DeadLetters::new("bridge", Arc::clone(&sinks.log), spool);
-    (book, dead_letters)
-}
-
-/// Runs the bridge on the embedded ingest endpoint's stream ([`crate::ingest`]) until the
-/// stream ends (the endpoint stopped) or `shutdown` turns true. Each message is
-/// acknowledged to its publisher once its batch is in the event log and the stores, never
-/// before; acknowledging never waits (see [`Ack::ack`](crate::ingest::Ack::ack)).
-pub async fn run_embedded(
-    config: BridgeConfig,
-    sinks: BridgeSinks,
-    mut messages: mpsc::Receiver<IngestMessage>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), BackendError> {
-    // Nothing to connect to: the endpoint is ours, and its stream is the subscription.
-    telemetry::BRIDGE_CONNECTED.set(1);
-    info!("bridge started on the embedded ingest endpoint");
-    let (mut book, dead_letters) = screening(&config, &sinks);
-    let mut batch: Vec<IngestMessage> = Vec::with_capacity(config.batch_max);
+    let mut batch = Vec::with_capacity(config.batch_max);
     loop {
         let received = tokio::select! {
-            received = messages.recv_many(&mut batch, config.batch_max) => received,
+            received = transport.recv_many(&mut batch, config.batch_max) => received,
             _ = shutdown.changed() => 0,
         };
         if received == 0 {
@@ -289,7 +120,7 @@ pub async fn run_embedded(
         let deadline = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.batch_max {
             let room = config.batch_max - batch.len();
-            match tokio::time::timeout_at(deadline, messages.recv_many(&mut batch, room)).await {
+            match tokio::time::timeout_at(deadline, transport.recv_many(&mut batch, room)).await {
                 Ok(n) if n > 0 => {}
                 _ => break,
             }
@@ -308,60 +139,26 @@ pub async fn run_embedded(
         )
         .await?;
         drop(view);
-        for message in batch.drain(..) {
-            message.ack.ack();
-        }
+        transport.acknowledge(batch.drain(..).map(|m| m.ack));
     }
+    transport.close().await;
     telemetry::BRIDGE_CONNECTED.set(0);
     info!("bridge stopped; every message it received was delivered and acknowledged");
     Ok(())
 }
 
-/// How soon acknowledgements that found an event loop's request queue full are offered
-/// again.
-const ACK_RETRY: Duration = Duration::from_millis(5);
-
-/// Acknowledgements owed to the broker, per connection, not yet handed to their event
-/// loop. Handing them over never waits: an event loop may itself be waiting for this loop
-/// to take the messages it received, and a waiting `ack().await` would close that circle
-/// (a deadlock seen under full load, when the broker's in-flight window is larger than
-/// the request queue). Only the packet id is kept, not the payload.
-struct PendingAcks(Vec<std::collections::VecDeque<Publish>>);
-
-impl PendingAcks {
-    fn new(connections: usize) -> Self {
-        Self(vec![std::collections::VecDeque::new(); connections])
+/// The device book (declared devices first) and the dead letters of a bridge.
+fn screening(config: &BridgeConfig, sinks: &BridgeSinks) -> (DeviceBook, DeadLetters) {
+    let mut book = DeviceBook::new(config.book);
+    for device in &config.declared {
+        book.declare(
+            &device.device_id,
+            &device.device_type,
+            device.location.as_deref(),
+        );
     }
-
-    fn is_empty(&self) -> bool {
-        self.0.iter().all(|queue| queue.is_empty())
-    }
-
-    /// Owes an acknowledgement for every QoS 1/2 message of a durable batch.
-    fn extend(&mut self, batch: &[(usize, Publish)]) {
-        for (index, publish) in batch {
-            if publish.qos != QoS::AtMostOnce {
-                let mut ack = Publish::new("", publish.qos, Vec::new());
-                ack.pkid = publish.pkid;
-                self.0[*index].push_back(ack);
-            }
-        }
-    }
-
-    /// Hands over as many as the event loops take now; true when none is left.
-    fn send(&mut self, clients: &[AsyncClient]) -> bool {
-        for (queue, client) in self.0.iter_mut().zip(clients) {
-            while let Some(ack) = queue.front() {
-                // Full: this connection's event loop catches up first. (Closed, at
-                // shutdown, looks the same; the broker then redelivers.)
-                if client.try_ack(ack).is_err() {
-                    break;
-                }
-                queue.pop_front();
-            }
-        }
-        self.is_empty()
-    }
+    let dead_letters = DeadLetters::new("bridge", Arc::clone(&sinks.log), config.spool.clone());
+    (book, dead_letters)
 }
 
 /// Moves the readings the book does not admit into the rejects. The dead letter
@@ -502,70 +299,6 @@ async fn deliver(
     telemetry::BRIDGE_ACCEPTED.inc_by(accepted as u64);
     telemetry::BRIDGE_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// Owns the MQTT event loop: forwards publishes, (re)subscribes when the broker has no
-/// session for us, and reconnects with backoff.
-async fn drive(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    filter: String,
-    index: usize,
-    tx: mpsc::Sender<(usize, Publish)>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::service();
-    let mut connected_once = false;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if tx.send((index, publish)).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
-                // Receiving only once subscribed: with a session the broker kept, now.
-                if ack.session_present {
-                    telemetry::BRIDGE_CONNECTED.set(1);
-                }
-                if index == 0 {
-                    info!(
-                        session_present = ack.session_present,
-                        "connected to MQTT broker"
-                    );
-                } else {
-                    debug!(
-                        connection = index,
-                        session_present = ack.session_present,
-                        "connected to MQTT broker"
-                    );
-                }
-                connected_once = true;
-                if !ack.session_present
-                    && let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                {
-                    warn!(error = %e, "subscribing failed");
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => telemetry::BRIDGE_CONNECTED.set(1),
-            Ok(_) => {}
-            Err(e) => {
-                telemetry::BRIDGE_CONNECTED.set(0);
-                let delay = backoff.next_delay();
-                let retry_in_ms = delay.as_millis() as u64;
-                if connected_once {
-                    warn!(error = %e, retry_in_ms, "MQTT connection lost; reconnecting");
-                } else {
-                    warn!(error = %e, retry_in_ms, "cannot reach the MQTT broker; retrying");
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ pub use ack::Ack;
 pub use rumqttc::mqttbytes::QoS;
 
 use crate::telemetry;
+use crate::transport::{Message, Transport};
 use connection::{Sessions, Shared};
 
 /// Limits of the endpoint.
@@ -192,6 +193,49 @@ impl IngestHandle {
         let _ = self.accept.await;
         let _ = self.permits.acquire_many(self.max_connections as u32).await;
     }
+}
+
+/// The bridge's [`Transport`] over the endpoint's stream: an acknowledgement writes the
+/// publisher's PUBACK (PUBREC). The stream ends once the endpoint has stopped.
+pub struct IngestTransport {
+    messages: mpsc::Receiver<IngestMessage>,
+    taken: Vec<IngestMessage>,
+}
+
+impl IngestTransport {
+    /// The transport over `messages`, [`IngestServer::bind`]'s stream. Nothing to connect
+    /// to: the endpoint is ours and its stream is the subscription, so it counts as
+    /// connected at once.
+    pub fn new(messages: mpsc::Receiver<IngestMessage>) -> Self {
+        telemetry::BRIDGE_CONNECTED.set(1);
+        info!("bridge reading the embedded ingest endpoint");
+        Self {
+            messages,
+            taken: Vec::new(),
+        }
+    }
+}
+
+impl Transport for IngestTransport {
+    type Ack = Ack;
+
+    async fn recv_many(&mut self, into: &mut Vec<Message<Ack>>, max: usize) -> usize {
+        let received = self.messages.recv_many(&mut self.taken, max).await;
+        into.extend(self.taken.drain(..).map(|m| Message {
+            topic: m.topic,
+            payload: m.payload,
+            ack: m.ack,
+        }));
+        received
+    }
+
+    fn acknowledge(&mut self, acks: impl IntoIterator<Item = Ack>) {
+        for ack in acks {
+            ack.ack();
+        }
+    }
+
+    async fn close(self) {}
 }
 
 async fn accept(

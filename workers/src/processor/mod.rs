@@ -6,9 +6,14 @@
 //! type than its device's ([`admit`]), and whatever a sink refuses for its content
 //! (found by bisecting the write, [`crate::sink`]) are dead-lettered with their reason,
 //! and the batch is committed. Only an unavailable or misconfigured sink holds it.
+//!
+//! Beside the loop run the [`declarations`] refresh (devices and rules from the registry)
+//! and the [`commands`] reader (acknowledge and clear from the event log).
 
 pub mod admit;
 pub mod backtest;
+mod commands;
+pub mod declarations;
 pub mod engine;
 
 use std::collections::HashMap;
@@ -20,9 +25,8 @@ use sensorfleet_backends::{
     BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer,
     Record, Registry, Topic,
 };
-use sensorfleet_model::{Alert, Reading};
-use sensorfleet_model::{CompiledRule, DeclaredDevice};
-use tokio::sync::{mpsc, oneshot, watch};
+use sensorfleet_model::{AlertAction, CompiledRule, Reading};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::clock::now_ms;
@@ -30,6 +34,8 @@ use crate::deadletter::{DeadLetters, SpoolConfig};
 use crate::retry::retry;
 use crate::sink::{Refused, hold, write_isolating};
 use crate::telemetry;
+use commands::AlertCommand;
+pub use declarations::Declarations;
 use engine::{CommandError, DeviceReport, Output, describe_rule_alerts};
 pub use engine::{Engine, EngineConfig};
 
@@ -47,8 +53,10 @@ pub struct ProcessorSinks {
 /// Processor settings.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
-    /// Consumer group.
+    /// Consumer group of the readings; the command reader's is derived from it.
     pub group: String,
+    /// How often devices and rules are re-read from the registry.
+    pub refresh: Duration,
     /// Most readings per batch.
     pub batch_max: usize,
     /// How often offline checks, health and dashboard counters run.
@@ -61,6 +69,7 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
             group: "sensorfleet-processor".to_owned(),
+            refresh: Duration::from_secs(10),
             batch_max: 5000,
             tick: Duration::from_secs(1),
             engine: EngineConfig::default(),
@@ -68,39 +77,64 @@ impl Default for ProcessorConfig {
     }
 }
 
-/// A request from the API to change an alert by hand.
-#[derive(Debug)]
-pub enum AlertCommand {
-    /// Acknowledge: it stays until the condition clears, without notifying again.
-    Acknowledge(String, oneshot::Sender<Result<Alert, CommandError>>),
-    /// Clear: resolve now; fires again if the condition persists.
-    Clear(String, oneshot::Sender<Result<Alert, CommandError>>),
-}
-
-/// What the processor is told about the declared world, at start and on change.
-#[derive(Debug, Clone, Default)]
-pub struct Declarations {
-    /// The devices the fleets declare.
-    pub devices: Vec<DeclaredDevice>,
-    /// The alert rules.
-    pub rules: Vec<CompiledRule>,
-}
-
 /// Runs the processor until `shutdown` turns true, then flushes and commits.
 pub async fn run(
     config: ProcessorConfig,
     sinks: ProcessorSinks,
-    mut declarations: watch::Receiver<Declarations>,
-    mut commands: mpsc::Receiver<AlertCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BackendError> {
-    let mut consumer = retry("processor", "event log", &mut shutdown, || {
+    let declared = retry("processor", "registry", &mut shutdown, || {
+        declarations::read(sinks.registry.as_ref())
+    })
+    .await?;
+    info!(
+        devices = declared.devices.len(),
+        rules = declared.rules.len(),
+        "declarations read"
+    );
+    let (helpers_stop, helpers_stopped) = watch::channel(false);
+    let (declared_tx, mut declarations) = watch::channel(declared);
+    let refresher = tokio::spawn(declarations::refresh(
+        sinks.registry.clone(),
+        config.refresh,
+        declared_tx,
+        helpers_stopped.clone(),
+    ));
+    let (commands_tx, mut commands) = mpsc::channel(64);
+    let relay = tokio::spawn(commands::relay(
+        sinks.log.clone(),
+        commands::group(&config.group),
+        commands_tx,
+        helpers_stopped,
+    ));
+    let result = process(
+        &config,
+        &sinks,
+        &mut declarations,
+        &mut commands,
+        &mut shutdown,
+    )
+    .await;
+    let _ = helpers_stop.send(true);
+    let _ = refresher.await;
+    relay.abort();
+    result
+}
+
+async fn process(
+    config: &ProcessorConfig,
+    sinks: &ProcessorSinks,
+    declarations: &mut watch::Receiver<Declarations>,
+    commands: &mut mpsc::Receiver<AlertCommand>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), BackendError> {
+    let mut consumer = retry("processor", "event log", shutdown, || {
         sinks.log.subscribe(Topic::Readings, &config.group)
     })
     .await?;
     let mut engine = Engine::new(config.engine.clone());
     apply_declarations(&mut engine, &declarations.borrow_and_update());
-    let rows = retry("processor", "registry", &mut shutdown, || {
+    let rows = retry("processor", "registry", shutdown, || {
         sinks.registry.load_rule_state()
     })
     .await?;
@@ -199,15 +233,7 @@ pub async fn run(
             );
         }
         while let Ok(command) = commands.try_recv() {
-            handle_command(
-                &mut engine,
-                command,
-                &rules,
-                &sinks,
-                &dead_letters,
-                &mut shutdown,
-            )
-            .await;
+            handle_command(&mut engine, command, &rules, sinks, &dead_letters, shutdown).await;
         }
 
         let now = now_ms();
@@ -228,18 +254,18 @@ pub async fn run(
 
         describe_rule_alerts(&mut out.alerts, &rules);
         flush(
-            &sinks,
+            sinks,
             &dead_letters,
             &mut out,
             &reports,
             dashboard,
             malformed,
             now,
-            &mut shutdown,
+            shutdown,
         )
         .await?;
         if !batch.is_empty() {
-            commit(consumer.as_mut(), &shutdown).await?;
+            commit(consumer.as_mut(), shutdown).await?;
         }
         if !batch.is_empty() || !out.alerts.is_empty() {
             telemetry::PROCESSOR_BATCH_SECONDS
@@ -309,9 +335,10 @@ async fn handle_command(
 ) {
     let mut out = Output::default();
     let now = now_ms();
-    let (result, reply) = match command {
-        AlertCommand::Acknowledge(id, reply) => (engine.acknowledge(&id, now, &mut out), reply),
-        AlertCommand::Clear(id, reply) => (engine.clear(&id, now, &mut out), reply),
+    let id = &command.alert_id;
+    let result = match command.action {
+        AlertAction::Acknowledge => engine.acknowledge(id, now, &mut out),
+        AlertAction::Clear => engine.clear(id, now, &mut out),
     };
     describe_rule_alerts(&mut out.alerts, rules);
     let answer = match result {
@@ -335,7 +362,7 @@ async fn handle_command(
         }
         Err(e) => Err(e),
     };
-    let _ = reply.send(answer);
+    let _ = command.reply.send(answer);
 }
 
 /// A dead letter of something the processor computed and a sink refused: `payload` as
@@ -526,7 +553,53 @@ fn device_metrics(report: &DeviceReport) -> DeviceMetrics {
         device_id: report.device_id.clone(),
         avg_temp: average_of("temperature_celsius"),
         humidity: average_of("humidity_percent"),
+        main_field: report.main_field.clone(),
+        moving_average: report.moving_average,
+        window: report.window,
         health_score: report.health_score,
         status: if report.online { "online" } else { "offline" }.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sensorfleet_model::analytics::WindowStats;
+
+    use super::*;
+
+    fn report(main_field: &str) -> DeviceReport {
+        DeviceReport {
+            device_id: "d".to_owned(),
+            moving_average: Some(42.5),
+            main_field: Some(main_field.to_owned()),
+            window: Some(WindowStats {
+                count: 4,
+                mean: 42.0,
+                min: 40.0,
+                max: 44.0,
+                stddev: 1.5,
+            }),
+            health_score: 0.8,
+            online: true,
+        }
+    }
+
+    #[test]
+    fn every_type_keeps_its_moving_average_and_window_and_the_original_keys_stay() {
+        let gps = device_metrics(&report("speed_kmh"));
+        assert_eq!(gps.main_field.as_deref(), Some("speed_kmh"));
+        assert_eq!(gps.moving_average, Some(42.5));
+        assert_eq!(gps.window, report("speed_kmh").window);
+        assert_eq!((gps.avg_temp, gps.humidity), (None, None));
+        let thermometer = device_metrics(&report("temperature_celsius"));
+        assert_eq!(
+            (thermometer.avg_temp, thermometer.humidity),
+            (Some(42.5), None)
+        );
+        let hygrometer = device_metrics(&report("humidity_percent"));
+        assert_eq!(
+            (hygrometer.avg_temp, hygrometer.humidity),
+            (None, Some(42.5))
+        );
     }
 }

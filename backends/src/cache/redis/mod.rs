@@ -5,7 +5,7 @@
 //! | key | type | what | TTL |
 //! | --- | --- | --- | --- |
 //! | `device:{id}:avg_temp`, `device:{id}:humidity`, `device:{id}:health_score` | string | one metric each, for other readers of the original design | 300 s |
-//! | `device:{id}:metrics` | string (JSON) | [`DeviceMetrics`] plus `expires_ms`; what [`Cache::metrics`] reads | 300 s |
+//! | `device:{id}:metrics` | string (JSON) | [`DeviceMetrics`] (health, and the moving average and window statistics of the main field, for every device type) plus `expires_ms`; what [`Cache::metrics`] reads | 300 s |
 //! | `devices:metrics` | set | ids with metrics, so [`Cache::all_metrics`] needs no `SCAN`; ids whose metrics expired are removed when read | — |
 //! | `device:{id}:latest` | string (JSON) | latest [`Reading`] | — |
 //! | `devices:last_seen` | hash | id → reading time (unix ms) of `device:{id}:latest` | — |
@@ -577,6 +577,7 @@ mod tests {
                 humidity: None,
                 health_score: 0.9,
                 status: "online".to_owned(),
+                ..DeviceMetrics::default()
             },
             expires_ms: 5,
         };

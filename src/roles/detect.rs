@@ -18,6 +18,78 @@ use sensorfleet_model::analytics::score::{self, PROFILES, ProfileResult, ScoredF
 use sensorfleet_model::analytics::{self, Condition, DetectorConfig, Phase, Transition};
 use sensorfleet_model::reading::format_ts;
 
+// The flags of `sensorfleet detect` (its help text is the subcommand's doc in main.rs).
+#[derive(clap::Args)]
+pub struct DetectArgs {
+    /// The series: a CSV with a `timestamp,value` header (NAB format).
+    #[arg(long, required_unless_present = "labels", conflicts_with = "labels")]
+    pub csv: Option<PathBuf>,
+    /// An AlertRule manifest to try on the series.
+    #[arg(long, requires = "csv")]
+    pub rule: Option<PathBuf>,
+    /// Score the detector instead: labelled anomaly windows in NAB's JSON format
+    /// (`{"<category>/<file>.csv": [["start", "end"], …]}`) for the CSV files or
+    /// directories given after it; prints the benchmark's normalised score per profile,
+    /// category and file. Example: sensorfleet detect --labels windows.json data/
+    #[arg(long, requires = "paths")]
+    pub labels: Option<PathBuf>,
+    /// With --labels: the CSV files, or directories of them, to score.
+    #[arg(requires = "labels")]
+    pub paths: Vec<PathBuf>,
+    /// Calibrated |z| at or above which a reading is flagged (score 0.5).
+    #[arg(long)]
+    pub z_threshold: Option<f64>,
+    /// Detector tuning as JSON, any subset of the fields (alpha, warmup, spike_z,
+    /// stuck_after, anomaly_weight, short_alpha, season_days, z_threshold), e.g.
+    /// '{"season_days": 0}'.
+    #[arg(long)]
+    pub detector: Option<String>,
+}
+
+/// Replays `--csv` (printing scores to stdout and a summary to stderr) or scores
+/// `--labels`.
+pub fn run(args: DetectArgs) -> anyhow::Result<()> {
+    let mut detector: DetectorConfig = match &args.detector {
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--detector {json:?}: {e}"))?
+        }
+        None => DetectorConfig::default(),
+    };
+    if let Some(z) = args.z_threshold {
+        detector.z_threshold = z;
+    }
+    let stdout = std::io::stdout();
+    if let Some(labels) = &args.labels {
+        let (series, skipped) = load_labelled(labels, &args.paths)?;
+        for path in skipped {
+            eprintln!("{}: not in {}, skipped", path.display(), labels.display());
+        }
+        let results = score_labelled(&series, &detector);
+        write_scores(&series, &results, &mut stdout.lock())?;
+        return Ok(());
+    }
+    let csv = args
+        .csv
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("give --csv FILE or --labels FILE DIR…"))?;
+    let points = load_csv(csv)?;
+    let rule = args.rule.as_deref().map(load_rule).transpose()?;
+    let summary = replay(&points, &detector, rule.as_ref(), &mut stdout.lock())?;
+    let rule_counts = if rule.is_some() {
+        format!(
+            ", rule fired {} times and resolved {} times",
+            summary.fired, summary.resolved
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{} rows, {} anomalies{rule_counts}",
+        summary.rows, summary.anomalies
+    );
+    Ok(())
+}
+
 /// What the replay found.
 #[derive(Debug, Default, PartialEq)]
 pub struct Summary {

@@ -27,26 +27,79 @@ use tokio::sync::watch;
 
 use sensorfleet_workers::mqtt::MqttEndpoint;
 
+use super::defaults;
+use super::up::{self, UpArgs};
 use crate::http::HttpClient;
-use crate::up::{self, UpConfig};
 
-/// Benchmark settings.
-#[derive(Debug, Clone)]
-pub struct BenchConfig {
+// The flags of `sensorfleet bench` (its help text is the subcommand's doc in main.rs).
+#[derive(clap::Args)]
+pub struct BenchArgs {
     /// Simulated devices.
+    #[arg(long, default_value_t = 10_000)]
     pub devices: usize,
     /// Seconds of full-speed ingest.
+    #[arg(long, default_value_t = 20)]
     pub seconds: u64,
     /// MQTT connections of the load generator.
+    #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Background rate during the latency phase, readings/s.
+    /// Background rate (readings/s) during the latency phase.
+    #[arg(long, default_value_t = 10_000.0)]
     pub latency_rate: f64,
     /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
-    /// MQTT connections of the bridge under test.
+    /// MQTT connections of the bridge under test (see `up --help`).
+    #[arg(long, default_value_t = 8)]
     pub bridge_connections: usize,
-    /// A running stack to measure instead of an embedded platform.
-    pub stack: Option<StackTarget>,
+    /// Measure a running production stack instead of an embedded platform: its API
+    /// address (host:port). Needs --stack-mqtt-url and --stack-influx-url too;
+    /// `scripts/bench-stack` starts a stack and passes all three.
+    #[arg(long, requires_all = ["stack_mqtt_url", "stack_influx_url"])]
+    pub stack_api: Option<SocketAddr>,
+    /// The running stack's MQTT broker.
+    #[arg(long, value_parser = MqttEndpoint::parse)]
+    pub stack_mqtt_url: Option<MqttEndpoint>,
+    /// The running stack's InfluxDB: influx://host:port?db=NAME.
+    #[arg(long)]
+    pub stack_influx_url: Option<String>,
+}
+
+impl BenchArgs {
+    /// The stack the flags name, if any.
+    fn stack(&self) -> anyhow::Result<Option<StackTarget>> {
+        let (Some(api), Some(mqtt), Some(influx)) = (
+            self.stack_api,
+            self.stack_mqtt_url.clone(),
+            self.stack_influx_url.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let (influx, influx_db) = influx_target(influx)?;
+        Ok(Some(StackTarget {
+            mqtt,
+            api,
+            influx,
+            influx_db,
+        }))
+    }
+}
+
+/// `influx://host:port?db=NAME` → the HTTP address and the database.
+fn influx_target(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url.strip_prefix("influx://").ok_or_else(|| {
+        anyhow::anyhow!("--stack-influx-url {url:?}: expected influx://host:port?db=NAME")
+    })?;
+    let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let db = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("db="))
+        .unwrap_or("sensors");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| anyhow::anyhow!("--stack-influx-url: cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--stack-influx-url: {host:?} has no address"))?;
+    Ok((addr, db.to_owned()))
 }
 
 /// A running production stack: where to publish, count and probe.
@@ -172,19 +225,28 @@ fn fleet(devices: usize, prefix: &str) -> Vec<SimDevice> {
         .collect()
 }
 
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let report = measure(args).await?;
+    print(&report);
+    Ok(())
+}
+
 /// Runs the benchmark and returns its report.
-pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
+pub async fn measure(config: BenchArgs) -> anyhow::Result<BenchReport> {
     let data_dir = tempfile_dir()?;
-    let (target, mqtt, http_addr, prefix) = match config.stack.clone() {
+    let (target, mqtt, http_addr, prefix) = match config.stack()? {
         None => {
-            let mut up_config = UpConfig::new();
-            up_config.data_dir = data_dir.clone();
-            up_config.http_addr = free_port()?;
-            up_config.mqtt_addr = free_port()?;
-            up_config.simulate = false;
-            up_config.log_capacity = 200_000;
-            up_config.bridge_connections = config.bridge_connections;
-            let platform = up::start(up_config).await?;
+            let up_args = UpArgs {
+                data_dir: data_dir.clone(),
+                http_addr: free_port()?,
+                mqtt_addr: free_port()?,
+                no_simulator: true,
+                log_capacity: 200_000,
+                bridge_connections: config.bridge_connections,
+                ..defaults()
+            };
+            let platform = up::start(up_args).await?;
             let (mqtt, http) = (platform.mqtt.clone(), platform.http_addr);
             (Target::Embedded(platform), mqtt, http, "bench-".to_owned())
         }
