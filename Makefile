@@ -24,9 +24,11 @@ deps:
 
 ## services: the real services the backend integration tests use (scripts/testenv;
 ## idempotent: what already answers is left alone). kube is a Kubernetes control plane
-## built from Go modules the first time (20-40 minutes on 2 cores, then cached).
+## built from Go modules the first time (20-40 minutes on 2 cores, then cached); node is
+## a real node for it (kubelet, kube-scheduler, kube-proxy from the same modules, ~2 more
+## minutes; containerd and runc from Debian), which tests/cluster.rs installs the chart on.
 services:
-	scripts/testenv up postgres redis kafka influxdb kube
+	scripts/testenv up postgres redis mosquitto kafka influxdb kube node
 
 ## build: the release binary.
 build:
