@@ -355,28 +355,27 @@ fn cluster() -> Option<Cluster> {
     })
 }
 
-/// The Pipeline: the test environment's services at the node's address, this run's own
-/// database, topic, key prefix; `moving_average` is what the test edits to roll it.
+/// `examples/node/pipeline.yaml` (the services at the node's address) with this run's
+/// own database, topic, key prefix and Secret; `moving_average` is what the test edits
+/// to roll every worker.
 fn pipeline(c: &Cluster, moving_average: u32) -> String {
-    let ip = &c.node_ip;
-    let influx_port = c.influx.port();
-    let redis_port = port_of(&c.redis);
-    let kafka_port = var("SENSORFLEET_TEST_KAFKA_NODE_PORT");
-    let mqtt_port = &c.mqtt_port;
+    let path = Path::new(ROOT).join("examples/node/pipeline.yaml");
+    let text = std::fs::read_to_string(&path).expect("examples/node/pipeline.yaml");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("the example Pipeline");
     let run = &c.run;
-    format!(
-        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: Pipeline\nmetadata: {{name: {PIPELINE}}}\n\
-         spec:\n  image: {IMAGE}\n  imagePullPolicy: Never\n  \
-         mqtt: {{url: \"mqtt://{ip}:{mqtt_port}\"}}\n  \
-         kafka: {{bootstrapServers: \"{ip}:{kafka_port}\", topic: {run}-readings, \
-         devicesPerPartition: 1000, minPartitions: 2, maxPartitions: 2, replicationFactor: 1}}\n  \
-         influxdb: {{url: \"http://{ip}:{influx_port}\", database: {run}}}\n  \
-         redis: {{url: \"redis://{ip}:{redis_port}?prefix={run}:\"}}\n  \
-         postgres: {{urlSecret: {run}-postgres}}\n  \
-         bridge: {{replicas: 2}}\n  \
-         processor: {{maxReplicas: 2, window: 5m, movingAverage: {moving_average}}}\n  \
-         api: {{replicas: 1}}\n"
-    )
+    let spec = &mut doc["spec"];
+    let redis = spec["redis"]["url"].as_str().expect("redis url").to_owned();
+    assert!(
+        redis.contains(&c.node_ip),
+        "the example reaches Redis at the node's address {}: {redis}",
+        c.node_ip
+    );
+    spec["redis"]["url"] = format!("{redis}?prefix={run}:").into();
+    spec["kafka"]["topic"] = format!("{run}-readings").into();
+    spec["influxdb"]["database"] = run.as_str().into();
+    spec["postgres"]["urlSecret"] = format!("{run}-postgres").into();
+    spec["processor"]["movingAverage"] = moving_average.into();
+    serde_yaml::to_string(&doc).expect("the Pipeline as YAML")
 }
 
 /// A fleet of `count` devices whose ids start with `prefix`.
