@@ -37,13 +37,12 @@ const SECOND: u64 = 6_000;
 /// Readings of the throughput run (printed, not asserted: BENCHMARKS.md).
 const BENCH: u64 = 20_000;
 
-const VARS: [&str; 10] = [
+const VARS: [&str; 9] = [
     "SENSORFLEET_KUBECTL",
     "SENSORFLEET_HELM",
     "SENSORFLEET_TEST_KUBECONFIG",
     "SENSORFLEET_TEST_NODE",
     "SENSORFLEET_TEST_NODE_IP",
-    "SENSORFLEET_TEST_KAFKA_NODE_PORT",
     "SENSORFLEET_TEST_POSTGRES_URL",
     "SENSORFLEET_TEST_INFLUX_URL",
     "SENSORFLEET_TEST_REDIS_URL",
