@@ -445,16 +445,6 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     );
     c.wait(180, "the operator Ready", |c| pods_ready(c, "operator", 1));
 
-    // The operator's own endpoints answer on its pod's port, through its Service.
-    let operator_metrics = c.service("sensorfleet-operator-metrics");
-    let metrics = eventually(30, "the operator's /metrics", || async move {
-        let response = HttpClient::new(operator_metrics).get("/metrics").await.ok()?;
-        let text = String::from_utf8_lossy(&response.body).into_owned();
-        (response.status == 200 && text.contains("# TYPE")).then_some(text)
-    })
-    .await;
-    assert!(metrics.contains("sensorfleet_"), "operator /metrics: {metrics}");
-
     // The backends' Secret, the Pipeline, the examples and the run's fleet.
     psql(&c.postgres_admin, &format!("CREATE DATABASE sf_{}", c.run));
     let (base, _) = c.postgres_admin.rsplit_once('/').expect("postgres URL");
@@ -484,6 +474,26 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     });
     eprintln!("all pods Ready after {:?}", started.elapsed());
     let api = c.service(&format!("{PIPELINE}-api"));
+
+    // The operator's own endpoints answer on its pod's port, through its Service.
+    let operator = c.service("sensorfleet-operator-metrics");
+    let metrics = eventually(60, "the operator's /metrics with its reconciles", || async move {
+        let response = HttpClient::new(operator).get("/metrics").await.ok()?;
+        let text = String::from_utf8_lossy(&response.body).into_owned();
+        (response.status == 200 && text.contains("sensorfleet_operator_reconciles_total{"))
+            .then_some(text)
+    })
+    .await;
+    assert!(
+        metrics.contains("kind=\"Pipeline\""),
+        "the operator's /metrics counts Pipeline reconciles: {metrics}"
+    );
+    let ready = HttpClient::new(operator)
+        .get("/health/ready")
+        .await
+        .expect("the operator's /health/ready");
+    assert_eq!(ready.status, 200, "the operator's /health/ready");
+
 
     // Readings through the API's Service.
     finish(c.simulate("fleet.yaml", FIRST, 400, 1), "the first simulate");
