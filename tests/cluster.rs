@@ -250,6 +250,26 @@ impl Drop for Cluster {
             eprintln!("kept namespace {} (SENSORFLEET_KEEP_CLUSTER)", self.namespace);
             return;
         }
+        // The custom resources first, while the operator runs: it holds SensorFleets and
+        // AlertRules with a finalizer until their rows in PostgreSQL are gone.
+        let kinds = "sensorfleets.iot.sensorfleet.dev,alertrules.iot.sensorfleet.dev,pipelines.iot.sensorfleet.dev";
+        let _ = output(
+            &mut self.kubectl(&["delete", kinds, "--all", "--wait=true", "--timeout=90s"]),
+            None,
+        );
+        let left = output(&mut self.kubectl(&["get", kinds, "-o", "name"]), None);
+        for object in String::from_utf8_lossy(&left.stdout).lines() {
+            let _ = output(
+                &mut self.kubectl(&[
+                    "patch",
+                    object,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]),
+                None,
+            );
+        }
         let _ = output(
             Command::new(&self.helm)
                 .arg("--kubeconfig")
