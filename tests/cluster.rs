@@ -555,7 +555,14 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     })
     .await;
     assert_eq!(alert["rule"], format!("{}-hot", c.run), "{alert}");
-    let before = c.stored(&ours).await;
+    let before = eventually(60, "the hot readings in InfluxDB", || {
+        let (c, ours) = (&c, &ours);
+        async move {
+            let n = c.stored(ours).await;
+            (n >= FIRST + 3).then_some(n)
+        }
+    })
+    .await;
     assert_eq!(before, FIRST + 3, "the first stream and the 3 hot readings, once each");
 
     // A stream while a bridge pod is deleted, the Pipeline rolls, a processor is killed.
