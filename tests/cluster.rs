@@ -215,8 +215,16 @@ impl Cluster {
         let fleet = self.dir.path().join(file);
         Command::new(BIN)
             .args(["simulate", "-f", &fleet.display().to_string()])
-            .args(["--mqtt-url", &format!("mqtt://127.0.0.1:{}", self.mqtt_port)])
-            .args(["--rate", &rate.to_string(), "--limit", &readings.to_string()])
+            .args([
+                "--mqtt-url",
+                &format!("mqtt://127.0.0.1:{}", self.mqtt_port),
+            ])
+            .args([
+                "--rate",
+                &rate.to_string(),
+                "--limit",
+                &readings.to_string(),
+            ])
             .args(["--anomaly-rate", "0", "--dropout-rate", "0"])
             .args(["--seed", &seed.to_string()])
             .stdout(Stdio::null())
@@ -247,7 +255,10 @@ fn encode(text: &str) -> String {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::env::var_os("SENSORFLEET_KEEP_CLUSTER").is_some() {
-            eprintln!("kept namespace {} (SENSORFLEET_KEEP_CLUSTER)", self.namespace);
+            eprintln!(
+                "kept namespace {} (SENSORFLEET_KEEP_CLUSTER)",
+                self.namespace
+            );
             return;
         }
         // The custom resources first, while the operator runs: it holds SensorFleets and
@@ -301,7 +312,10 @@ impl Drop for Cluster {
             Command::new("curl")
                 .args(["-fs", "-XPOST"])
                 .arg(format!("http://{}/query", self.influx))
-                .args(["--data-urlencode", &format!("q=DROP DATABASE \"{}\"", self.run)]),
+                .args([
+                    "--data-urlencode",
+                    &format!("q=DROP DATABASE \"{}\"", self.run),
+                ]),
             None,
         );
         let _ = output(
@@ -329,13 +343,16 @@ fn cluster() -> Option<Cluster> {
     let kubeconfig = PathBuf::from(var("SENSORFLEET_TEST_KUBECONFIG"));
     let node = var("SENSORFLEET_TEST_NODE");
     let ready = output(
-        Command::new(&kubectl).arg("--kubeconfig").arg(&kubeconfig).args([
-            "get",
-            "node",
-            &node,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]),
+        Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "get",
+                "node",
+                &node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]),
         None,
     );
     if String::from_utf8_lossy(&ready.stdout).trim() != "True" {
@@ -346,8 +363,10 @@ fn cluster() -> Option<Cluster> {
         ));
         return None;
     }
-    for (tool, package) in [("mosquitto_pub", "mosquitto-clients"), ("psql", "postgresql-client")]
-    {
+    for (tool, package) in [
+        ("mosquitto_pub", "mosquitto-clients"),
+        ("psql", "postgresql-client"),
+    ] {
         if !support::require_tool(tool, package) {
             return None;
         }
@@ -481,7 +500,10 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     let run = c.run.clone();
     for (file, yaml) in [
         ("fleet.yaml", fleet_with_rule(&run)),
-        ("bench.yaml", fleet(&format!("{run}-bench"), &format!("{run}-b"), 2_000)),
+        (
+            "bench.yaml",
+            fleet(&format!("{run}-bench"), &format!("{run}-b"), 2_000),
+        ),
     ] {
         let path = c.dir.path().join(file);
         std::fs::write(&path, yaml).expect("write fleet");
@@ -497,12 +519,16 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
 
     // The operator's own endpoints answer on its pod's port, through its Service.
     let operator = c.service("sensorfleet-operator-metrics");
-    let metrics = eventually(60, "the operator's /metrics with its reconciles", || async move {
-        let response = HttpClient::new(operator).get("/metrics").await.ok()?;
-        let text = String::from_utf8_lossy(&response.body).into_owned();
-        (response.status == 200 && text.contains("sensorfleet_operator_reconciles_total{"))
-            .then_some(text)
-    })
+    let metrics = eventually(
+        60,
+        "the operator's /metrics with its reconciles",
+        || async move {
+            let response = HttpClient::new(operator).get("/metrics").await.ok()?;
+            let text = String::from_utf8_lossy(&response.body).into_owned();
+            (response.status == 200 && text.contains("sensorfleet_operator_reconciles_total{"))
+                .then_some(text)
+        },
+    )
     .await;
     assert!(
         metrics.contains("kind=\"Pipeline\""),
@@ -514,19 +540,29 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
         .expect("the operator's /health/ready");
     assert_eq!(ready.status, 200, "the operator's /health/ready");
 
-
     // Readings through the API's Service.
-    finish(c.simulate("fleet.yaml", FIRST, 400, 1), "the first simulate");
+    finish(
+        c.simulate("fleet.yaml", FIRST, 400, 1),
+        "the first simulate",
+    );
     eventually(120, "the first stream in InfluxDB", || {
         let (c, ours) = (&c, &ours);
         async move { (c.stored(ours).await >= FIRST).then_some(()) }
     })
     .await;
     let device = format!("{run}-s01");
-    let latest = eventually(60, "a simulated device's latest value through the API", || {
-        let path = format!("/api/device/{device}/latest");
-        async move { api_json(api, &path).await.filter(|j| j["temperature_celsius"].is_number()) }
-    })
+    let latest = eventually(
+        60,
+        "a simulated device's latest value through the API",
+        || {
+            let path = format!("/api/device/{device}/latest");
+            async move {
+                api_json(api, &path)
+                    .await
+                    .filter(|j| j["temperature_celsius"].is_number())
+            }
+        },
+    )
     .await;
     assert_eq!(latest["device_id"], device.as_str(), "{latest}");
 
@@ -563,12 +599,21 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
         }
     })
     .await;
-    assert_eq!(before, FIRST + 3, "the first stream and the 3 hot readings, once each");
+    assert_eq!(
+        before,
+        FIRST + 3,
+        "the first stream and the 3 hot readings, once each"
+    );
 
     // A stream while a bridge pod is deleted, the Pipeline rolls, a processor is killed.
     let stream = c.simulate("fleet.yaml", SECOND, 300, 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    c.kube(&["delete", "pod", &format!("{PIPELINE}-bridge-1"), "--wait=false"]);
+    c.kube(&[
+        "delete",
+        "pod",
+        &format!("{PIPELINE}-bridge-1"),
+        "--wait=false",
+    ]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.apply(&pipeline(&c, 11));
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -576,8 +621,19 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
         "pods",
         "{.items[?(@.metadata.labels.app\\.kubernetes\\.io/component==\"processor\")].metadata.name}",
     );
-    let victim = processor.split_whitespace().next().expect("a processor pod").to_owned();
-    c.kube(&["delete", "pod", &victim, "--grace-period=0", "--force", "--wait=false"]);
+    let victim = processor
+        .split_whitespace()
+        .next()
+        .expect("a processor pod")
+        .to_owned();
+    c.kube(&[
+        "delete",
+        "pod",
+        &victim,
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ]);
     finish(stream, "the second simulate");
     c.wait(300, "the rollout of every worker", |c| {
         c.rolled_out(&format!("statefulset/{PIPELINE}-bridge"))
@@ -585,18 +641,26 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
             && c.rolled_out(&format!("deployment/{PIPELINE}-api"))
     });
     let want = before + SECOND;
-    let settled = eventually(180, "every reading of the second stream in InfluxDB", || {
-        let (c, ours) = (&c, &ours);
-        async move {
-            let n = c.stored(ours).await;
-            (n >= want).then_some(n)
-        }
-    })
+    let settled = eventually(
+        180,
+        "every reading of the second stream in InfluxDB",
+        || {
+            let (c, ours) = (&c, &ours);
+            async move {
+                let n = c.stored(ours).await;
+                (n >= want).then_some(n)
+            }
+        },
+    )
     .await;
     // Nothing late on the way: the count stays where it is.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(settled, want, "every published reading stored once");
-    assert_eq!(c.stored(&ours).await, want, "every published reading stored once");
+    assert_eq!(
+        c.stored(&ours).await,
+        want,
+        "every published reading stored once"
+    );
     let restarted = c.jsonpath(
         &format!("statefulset/{PIPELINE}-bridge"),
         "{.status.currentRevision} {.status.updateRevision}",
