@@ -34,8 +34,10 @@
   };
 
   // Keys of /latest that describe the reading rather than measure something.
+  // `main_field` names the field the moving average and window are of: it is shown
+  // through their units, not as a value of its own.
   const LATEST_HEADER_KEYS = new Set([
-    'device_id', 'device_type', 'location', 'timestamp', 'health_score',
+    'device_id', 'device_type', 'location', 'timestamp', 'health_score', 'main_field',
   ]);
   // Legacy aliases of /latest (from the original design) that repeat a real field.
   const LATEST_ALIASES = { temperature: 'temperature_celsius', humidity: 'humidity_percent' };
@@ -109,6 +111,12 @@
     if (isNum(v)) {
       const u = unitOf(field);
       return u ? `${fmtNumber(v)} ${u}` : fmtNumber(v);
+    }
+    if (field === 'window' && typeof v === 'object') {
+      // The window statistics of the main field: mean, then the spread, then the count.
+      const u = unitOf('moving_average');
+      const n = (x) => (isNum(x) ? fmtNumber(x) : '–');
+      return `${n(v.mean)}${u ? ' ' + u : ''} (${n(v.min)}–${n(v.max)}, σ ${n(v.stddev)}, n ${n(v.count)})`;
     }
     if (typeof v === 'object') return JSON.stringify(v);
     return String(v);
