@@ -78,8 +78,20 @@ async fn backtest_replays_ups_sqlite_history_through_the_binary() {
     assert!(up.stop().success());
 
     let output = Command::new(env!("CARGO_BIN_EXE_sensorfleet"))
-        .args(["backtest", "-f", FLEET, "--device", "lab-temp-1", "--since", "1h"])
-        .args(["--rules-only", "--data-dir", &dir.path().display().to_string()])
+        .args([
+            "backtest",
+            "-f",
+            FLEET,
+            "--device",
+            "lab-temp-1",
+            "--since",
+            "1h",
+        ])
+        .args([
+            "--rules-only",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ])
         .env("SENSORFLEET_LOG", "warn")
         .env_remove("SENSORFLEET_INFLUX_URL")
         .output()
@@ -90,7 +102,10 @@ async fn backtest_replays_ups_sqlite_history_through_the_binary() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("replayed 40 readings of 1 device(s)"), "{stdout}");
+    assert!(
+        stdout.contains("replayed 40 readings of 1 device(s)"),
+        "{stdout}"
+    );
     let summary = stdout
         .lines()
         .find(|l| l.starts_with("lab-too-hot") && l.contains("fired"))
@@ -98,7 +113,9 @@ async fn backtest_replays_ups_sqlite_history_through_the_binary() {
     assert!(summary.contains("fired    1  resolved    1"), "{summary}");
     let fired_at = format_ts(start + 12_000);
     assert!(
-        stdout.lines().any(|l| l.starts_with(&fired_at) && l.contains("fired")),
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&fired_at) && l.contains("fired")),
         "fired at 12 s (10 s + for: 2s):\n{stdout}"
     );
 }
@@ -114,7 +131,11 @@ async fn backtest_replays_influxdb_history() {
         eprintln!("SKIPPED: SENSORFLEET_TEST_INFLUX_URL is not set");
         return;
     };
-    let db = format!("backtest_{}_{}", std::process::id(), now_ms() % 1_000_000_000);
+    let db = format!(
+        "backtest_{}_{}",
+        std::process::id(),
+        now_ms() % 1_000_000_000
+    );
     let base = url.split('?').next().expect("a URL");
     let store = InfluxStore::connect(&format!("{base}?db={db}"), InfluxOptions::default())
         .await
@@ -151,7 +172,14 @@ async fn backtest_replays_influxdb_history() {
         .expect("backtest");
     let text = String::from_utf8_lossy(&out);
     let hot = summaries.get("hot").unwrap_or_else(|| panic!("{text}"));
-    assert_eq!((hot.fired, hot.resolved, hot.firing_at_end), (1, 1, 0), "{text}");
+    assert_eq!(
+        (hot.fired, hot.resolved, hot.firing_at_end),
+        (1, 1, 0),
+        "{text}"
+    );
     assert_eq!(hot.firing_ms, 8_000, "firing from 12 s to 20 s:\n{text}");
-    assert!(text.contains("replayed 40 readings of 1 device(s)"), "{text}");
+    assert!(
+        text.contains("replayed 40 readings of 1 device(s)"),
+        "{text}"
+    );
 }

@@ -13,8 +13,8 @@ mod support;
 use std::time::Duration;
 
 use support::hostile::{self, Outcome};
-use support::{Publish, eventually};
 use support::stack::{RoleProcess, Stack};
+use support::{Publish, eventually};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -380,7 +380,11 @@ async fn a_hostile_corpus_is_dead_lettered_case_by_case_and_nothing_else_changes
     }
     for (reason, n) in hostile::expected_rejects(&cases) {
         let line = format!("sensorfleet_bridge_rejects_total{{reason=\"{reason}\"}}");
-        assert_eq!(bridge_metric(&roles.bridge, &line).await, n as f64, "{reason}");
+        assert_eq!(
+            bridge_metric(&roles.bridge, &line).await,
+            n as f64,
+            "{reason}"
+        );
     }
     roles.assert_pipeline_flows(&stack, &good[1], 22.0).await;
     roles.assert_same_processes();

@@ -13,8 +13,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Publish, eventually};
 use support::stack::{RoleProcess, Stack};
+use support::{Publish, eventually};
 
 /// A minute ago, whole seconds: every reading of a test is in the past, yet recent
 /// enough that no device passes its `offlineAfter` (5 min) while the test runs.

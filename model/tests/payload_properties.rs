@@ -127,11 +127,22 @@ fn hostile_object(id: String) -> impl Strategy<Value = Vec<u8>> {
     let known = (
         prop_oneof![Just(Value::String(id)), hostile_value()],
         prop::option::of(hostile_value()),
-        prop::option::of(prop_oneof![hostile_text().prop_map(Value::String), hostile_value()]),
-        prop::option::of(prop_oneof![hostile_number(), hostile_text().prop_map(Value::String)]),
+        prop::option::of(prop_oneof![
+            hostile_text().prop_map(Value::String),
+            hostile_value()
+        ]),
+        prop::option::of(prop_oneof![
+            hostile_number(),
+            hostile_text().prop_map(Value::String)
+        ]),
     );
     let fields = prop::collection::btree_map(
-        prop_oneof!["[a-z_]{1,12}", "[ -~]{1,8}", Just("x".repeat(65)), "[a-z]{64}"],
+        prop_oneof![
+            "[a-z_]{1,12}",
+            "[ -~]{1,8}",
+            Just("x".repeat(65)),
+            "[a-z]{64}"
+        ],
         prop_oneof![8 => hostile_number(), 1 => hostile_value()],
         0..70,
     );
@@ -171,8 +182,10 @@ fn valid_reading(device_type: String, id: String) -> impl Strategy<Value = Readi
             ts_ms,
             fields: fields
                 .into_iter()
-                .filter(|(name, _)| !["device_id", "device_type", "location", "timestamp", "meta"]
-                    .contains(&name.as_str()))
+                .filter(|(name, _)| {
+                    !["device_id", "device_type", "location", "timestamp", "meta"]
+                        .contains(&name.as_str())
+                })
                 .collect(),
         })
         .prop_filter("at least one field", |r| !r.fields.is_empty())

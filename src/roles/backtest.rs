@@ -66,7 +66,11 @@ fn plan(args: &BacktestArgs) -> anyhow::Result<(ManifestSet, Vec<DeclaredDevice>
     let declared = set.devices();
     let mut devices: Vec<DeclaredDevice> = match &args.fleet {
         Some(fleet) => {
-            let of_fleet: Vec<_> = declared.iter().filter(|d| &d.fleet == fleet).cloned().collect();
+            let of_fleet: Vec<_> = declared
+                .iter()
+                .filter(|d| &d.fleet == fleet)
+                .cloned()
+                .collect();
             anyhow::ensure!(
                 !of_fleet.is_empty(),
                 "no SensorFleet named {fleet:?} with devices in the manifests: add its manifest with -f"
@@ -83,12 +87,15 @@ fn plan(args: &BacktestArgs) -> anyhow::Result<(ManifestSet, Vec<DeclaredDevice>
             Some(device) => devices.push(device.clone()),
             None => {
                 // Undeclared: the type comes from the rule, and fleet rules do not apply.
-                let device_type = rules.iter().find_map(|r| r.device_type.clone()).with_context(|| {
-                    format!(
-                        "device {id:?} is not declared in the manifests and no rule names a \
+                let device_type = rules
+                    .iter()
+                    .find_map(|r| r.device_type.clone())
+                    .with_context(|| {
+                        format!(
+                            "device {id:?} is not declared in the manifests and no rule names a \
                          deviceType: add its SensorFleet with -f"
-                    )
-                })?;
+                        )
+                    })?;
                 devices.push(DeclaredDevice {
                     device_id: id.clone(),
                     device_type,
@@ -153,8 +160,15 @@ pub async fn report(
                 rollup: false,
             })
             .await
-            .with_context(|| format!("reading {}'s history from {}", device.device_id, store.name()))?;
-        let readings = backtest::readings_from_points(&device.device_id, &device.device_type, &points);
+            .with_context(|| {
+                format!(
+                    "reading {}'s history from {}",
+                    device.device_id,
+                    store.name()
+                )
+            })?;
+        let readings =
+            backtest::readings_from_points(&device.device_id, &device.device_type, &points);
         replayed += readings.len();
         let alerts = backtest::replay(
             EngineConfig::default(),
@@ -194,8 +208,8 @@ pub async fn report(
 
 /// Opens the store the arguments name and prints the report to stdout.
 pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
-    let connector = sensorfleet_backends::connect::Connector::new(
-        sensorfleet_backends::connect::BackendUrls {
+    let connector =
+        sensorfleet_backends::connect::Connector::new(sensorfleet_backends::connect::BackendUrls {
             event_log: "embedded".to_owned(),
             time_series: args.influx_url.clone(),
             cache: "embedded".to_owned(),
@@ -203,8 +217,7 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.clone(),
             role: "sensorfleet backtest",
             single_process: false,
-        },
-    );
+        });
     let store = connector.time_series().await?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -181,7 +181,14 @@ mod tests {
 
     #[test]
     fn hysteresis_keeps_it_firing_between_the_limits_and_the_end_is_reported() {
-        let values = [(0, 25.0), (1, 31.0), (2, 31.0), (3, 31.0), (4, 29.5), (5, 29.5)];
+        let values = [
+            (0, 25.0),
+            (1, 31.0),
+            (2, 31.0),
+            (3, 31.0),
+            (4, 29.5),
+            (5, 29.5),
+        ];
         let hot = &run(&values)["hot"];
         assert_eq!((hot.fired, hot.resolved, hot.firing_at_end), (1, 0, 1));
     }

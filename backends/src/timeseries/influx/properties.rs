@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use sensorfleet_model::reading::{Limits, parse_payload};
 use sensorfleet_model::Reading;
+use sensorfleet_model::reading::{Limits, parse_payload};
 
 use super::line::{check_reading, push_reading};
 use super::query::{quote_ident, quote_string};
@@ -106,7 +106,10 @@ fn unquote(literal: &str, quote: char) -> String {
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         assert_ne!(c, '\n', "a raw line feed inside a literal");
-        assert!(c != quote, "an unescaped quote ends the literal early: {literal:?}");
+        assert!(
+            c != quote,
+            "an unescaped quote ends the literal early: {literal:?}"
+        );
         if c == '\\' {
             match chars.next() {
                 Some('n') => out.push('\n'),
@@ -134,13 +137,15 @@ fn reading() -> impl Strategy<Value = Reading> {
             1..8,
         ),
     )
-        .prop_map(|(device_type, device_id, location, ts_ms, fields)| Reading {
-            device_id,
-            device_type,
-            location,
-            ts_ms,
-            fields,
-        })
+        .prop_map(
+            |(device_type, device_id, location, ts_ms, fields)| Reading {
+                device_id,
+                device_type,
+                location,
+                ts_ms,
+                fields,
+            },
+        )
 }
 
 proptest! {
