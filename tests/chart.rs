@@ -10,13 +10,15 @@
 //! them and `eval "$(scripts/testenv env)"` exports all three. Without them a test says it
 //! is skipped; under `CI` it fails.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_yaml::Value;
+use support::{run_command, succeed};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const RELEASE: &str = "sensorfleet";
@@ -69,42 +71,6 @@ fn cluster() -> Option<(PathBuf, PathBuf)> {
         "a kubeconfig for the test API server",
     )?;
     Some((kubectl, kubeconfig))
-}
-
-fn run(command: &mut Command, stdin: Option<&str>) -> Output {
-    let shown = format!("{command:?}");
-    let mut child = command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes())
-            .unwrap_or_else(|e| panic!("cannot write to {shown}: {e}"));
-    }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("{shown} did not finish: {e}"))
-}
-
-/// Runs the command and returns its stdout; panics with its stderr when it fails.
-fn succeed(command: &mut Command, stdin: Option<&str>) -> String {
-    let shown = format!("{command:?}");
-    let output = run(command, stdin);
-    assert!(
-        output.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `helm template` of the chart for `namespace` with `--set` values, as text.
@@ -627,7 +593,7 @@ impl Namespace {
     /// validates and admits them (schemas, defaulting, RBAC escalation checks) and stores
     /// nothing.
     fn dry_run(&self, what: &str, manifests: &str) {
-        let output = run(
+        let output = run_command(
             self.kubectl()
                 .args(["apply", "--dry-run=server", "-n", &self.name, "-f", "-"]),
             Some(manifests),

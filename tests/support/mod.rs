@@ -6,7 +6,8 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sensorfleet::http::HttpClient;
@@ -257,4 +258,42 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs `command` to its end with `stdin` (or nothing) as its input and returns what it
+/// printed and how it ended; panics only when it cannot be started or waited for.
+pub fn run_command(command: &mut Command, stdin: Option<&str>) -> Output {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to {shown}: {e}"));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{shown} did not finish: {e}"))
+}
+
+/// Runs the command and returns its stdout; panics with its stderr when it fails.
+pub fn succeed(command: &mut Command, stdin: Option<&str>) -> String {
+    let shown = format!("{command:?}");
+    let output = run_command(command, stdin);
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
