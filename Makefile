@@ -27,12 +27,12 @@ deps:
 
 ## services: the real services the backend integration tests use (scripts/testenv;
 ## idempotent: what already answers is left alone). kube is a Kubernetes control plane
-## built from Go modules the first time (20-40 minutes on 2 cores, then cached). A real
-## node for it (`scripts/testenv up node`: kubelet, kube-scheduler, kube-proxy from the
-## same modules, containerd and runc from Debian) is not started here yet: the in-cluster
-## test (tests/cluster.rs, ignored for now) does not pass yet (README, issue 10).
+## built from Go modules the first time (20-40 minutes on 2 cores, then cached); node is
+## one real node for it (kubelet, kube-scheduler, kube-proxy from the same modules,
+## containerd and runc from Debian; about 2 more minutes the first time), where
+## tests/cluster.rs runs the chart's pods (README, "Run on a local node").
 services:
-	scripts/testenv up postgres redis kafka influxdb kube
+	scripts/testenv up postgres redis kafka influxdb kube node
 
 ## build: the release binary.
 build:

@@ -591,6 +591,8 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     );
 
     // A stream while a bridge pod is deleted, the Pipeline rolls, a processor is killed.
+    let bridge = format!("statefulset/{PIPELINE}-bridge");
+    let first_revision = c.jsonpath(&bridge, "{.status.updateRevision}");
     let stream = c.simulate("fleet.yaml", SECOND, 300, 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.kube(&[
@@ -621,7 +623,7 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     ]);
     finish(stream, "the second simulate");
     c.wait(300, "the rollout of every worker", |c| {
-        c.rolled_out(&format!("statefulset/{PIPELINE}-bridge"))
+        c.rolled_out(&bridge)
             && c.rolled_out(&format!("deployment/{PIPELINE}-processor"))
             && c.rolled_out(&format!("deployment/{PIPELINE}-api"))
     });
@@ -646,11 +648,16 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
         want,
         "every published reading stored once"
     );
-    let restarted = c.jsonpath(
-        &format!("statefulset/{PIPELINE}-bridge"),
+    // The edit rolled the bridges onto a new revision (the others' rollouts were waited for).
+    let revisions = c.jsonpath(
+        &bridge,
         "{.status.currentRevision} {.status.updateRevision}",
     );
-    eprintln!("bridge revisions after the roll: {restarted}");
+    assert_ne!(
+        revisions.split_whitespace().next(),
+        Some(first_revision.as_str()),
+        "the Pipeline edit rolls the bridges: revisions {revisions}, before the edit {first_revision}"
+    );
 
     // Throughput in the cluster, for BENCHMARKS.md (printed, not asserted).
     let t0 = Instant::now();
