@@ -129,7 +129,7 @@ pub fn corpus(run: &str, known: &str) -> Vec<Case> {
         "the id as a number",
         id(11),
         t,
-        format!(r#"{{"device_id":11,"temperature_celsius":1}}"#).into_bytes(),
+        br#"{"device_id":11,"temperature_celsius":1}"#.to_vec(),
         Outcome::Rejected("bad_device_id"),
     );
     add(

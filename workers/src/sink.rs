@@ -55,7 +55,12 @@ impl Bisection {
     /// A plan for a batch of `len` items; an empty batch needs no write.
     pub fn new(len: usize) -> Self {
         Self {
-            pending: if len == 0 { Vec::new() } else { vec![0..len] },
+            pending: if len == 0 {
+                Vec::new()
+            } else {
+                // the whole batch, one range (not the numbers in it)
+                vec![Range { start: 0, end: len }]
+            },
             refused: Vec::new(),
             attempts: 0,
         }

@@ -254,7 +254,11 @@ fn score_classified(
     let mut raw = 0.0;
     let mut false_positives = 0;
     for (&score, class) in file.scores.iter().zip(classes) {
-        if !(score >= threshold) {
+        // Below the threshold, or a NaN on either side: not a detection.
+        if score
+            .partial_cmp(&threshold)
+            .is_none_or(std::cmp::Ordering::is_lt)
+        {
             continue;
         }
         match *class {
