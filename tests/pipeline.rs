@@ -13,7 +13,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fleet::{alerts_of, base_ts_ms, fleet, hot_rule, influx_count, reading, too_hot_rule};
+use support::fleet::{
+    acknowledge, alerts_of, base_ts_ms, fleet, hot_rule, influx_count, reading, too_hot_rule,
+};
 use support::stack::Stack;
 use support::{Publish, eventually};
 
@@ -89,19 +91,7 @@ async fn mqtt_to_api_through_every_real_backend() {
         found.into_iter().next()
     })
     .await;
-    let id = firing["id"].as_str().expect("alert id").replace('/', "%2F");
-    let acked = api
-        .client()
-        .post(&format!("/api/alerts/{id}/ack"))
-        .await
-        .expect("ack");
-    assert_eq!(
-        acked.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&acked.body)
-    );
-    assert_eq!(acked.json()["state"], "acknowledged");
+    acknowledge(&api, firing["id"].as_str().expect("alert id")).await;
     publish(5..values.len());
 
     // Hostile and malformed payloads: dead-lettered, never stalling the stream.

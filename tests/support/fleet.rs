@@ -74,3 +74,16 @@ pub fn hot_rule(name: &str, fleet: &str, max: f64) -> String {
          max: {max}\n  severity: critical\n"
     )
 }
+
+/// Acknowledges alert `id` through the API and asserts it answered `acknowledged`.
+pub async fn acknowledge(api: &RoleProcess, id: &str) {
+    let path = format!("/api/alerts/{}/ack", id.replace('/', "%2F"));
+    let acked = api.client().post(&path).await.expect("ack");
+    assert_eq!(
+        acked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&acked.body)
+    );
+    assert_eq!(acked.json()["state"], "acknowledged");
+}

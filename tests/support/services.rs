@@ -137,7 +137,11 @@ impl Service {
                     "-c",
                     "unix_socket_directories=",
                 ];
-                (Path::new(PG_BIN).join("postgres"), strings(&args), Some("postgres"))
+                (
+                    Path::new(PG_BIN).join("postgres"),
+                    strings(&args),
+                    Some("postgres"),
+                )
             }
             Kind::Kafka => {
                 if !require_tool("java", "openjdk-17-jre-headless") {
@@ -261,7 +265,15 @@ impl Service {
                 .status()
                 .is_ok_and(|s| s.success()),
             Kind::Postgres => Command::new(Path::new(PG_BIN).join("pg_isready"))
-                .args(["-q", "-U", "postgres", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args([
+                    "-q",
+                    "-U",
+                    "postgres",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                ])
                 .status()
                 .is_ok_and(|s| s.success()),
             // Listening is not serving: the broker logs this once its metadata is loaded.
@@ -290,7 +302,10 @@ impl Service {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{} did not stop within 60 s of SIG{signal}", self.kind.name());
+                panic!(
+                    "{} did not stop within 60 s of SIG{signal}",
+                    self.kind.name()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -356,10 +371,23 @@ fn postgres_init(data: &Path) -> PathBuf {
     assert!(chown.success(), "chown the data dir to postgres");
     let pgdata = data.join("pgdata");
     let output = Command::new("setpriv")
-        .args(["--reuid", "postgres", "--regid", "postgres", "--init-groups", "--"])
+        .args([
+            "--reuid",
+            "postgres",
+            "--regid",
+            "postgres",
+            "--init-groups",
+            "--",
+        ])
         .arg(Path::new(PG_BIN).join("initdb"))
         .args(["-D", &pgdata.display().to_string()])
-        .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"])
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+        ])
         .output()
         .expect("run initdb");
     assert!(
@@ -383,7 +411,8 @@ fn kafka_libs() -> PathBuf {
             Some(pom[start..end].trim().to_owned())
         })
         .expect("a <kafka.version> in testenv/kafka/pom.xml");
-    let cache = std::env::var("SENSORFLEET_CACHE").unwrap_or_else(|_| "/var/cache/sensorfleet".into());
+    let cache =
+        std::env::var("SENSORFLEET_CACHE").unwrap_or_else(|_| "/var/cache/sensorfleet".into());
     Path::new(&cache).join("kafka-libs").join(version)
 }
 
