@@ -13,37 +13,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::stack::{RoleProcess, Stack};
+use support::fleet::{
+    acknowledge, alerts_of, base_ts_ms, fleet, hot_rule, influx_count, reading, too_hot_rule,
+};
+use support::stack::Stack;
 use support::{Publish, eventually};
-
-/// A minute ago, whole seconds: every reading of a test is in the past, yet recent
-/// enough that no device passes its `offlineAfter` (5 min) while the test runs.
-fn base_ts_ms() -> i64 {
-    (chrono::Utc::now().timestamp() - 60) * 1000
-}
-
-fn reading(device: &str, ts_ms: i64, celsius: f64) -> String {
-    let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
-        .expect("a valid time")
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    format!(
-        r#"{{"device_id":"{device}","device_type":"temperature_sensor","timestamp":"{ts}","temperature_celsius":{celsius},"meta":{{"battery_level":90,"signal_strength":-60}}}}"#
-    )
-}
-
-fn fleet(name: &str, ids: &[String]) -> String {
-    let devices: Vec<String> = ids.iter().map(|id| format!("    - {{id: {id}}}")).collect();
-    format!(
-        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\nmetadata: {{name: {name}}}\n\
-         spec:\n  deviceType: temperature_sensor\n  location: Lab\n  publishInterval: 1s\n  \
-         offlineAfter: 5m\n  devices:\n{}\n",
-        devices.join("\n")
-    )
-}
-
-fn too_hot_rule(name: &str, fleet: &str) -> String {
-    format!("{}  clearMax: 29\n", hot_rule(name, fleet, 30.0))
-}
 
 /// Publishes lines with one `mosquitto_pub -l` at QoS 1, `per_tick` lines every `tick`.
 fn publish_paced(
@@ -70,35 +44,6 @@ fn publish_paced(
     }
     drop(stdin);
     assert!(child.wait().expect("mosquitto_pub").success());
-}
-
-/// The alerts of `device` the API lists (newest first) that `keep` selects; `None` while
-/// the API does not answer.
-async fn alerts_of(
-    api: &RoleProcess,
-    device: &str,
-    keep: impl Fn(&serde_json::Value) -> bool,
-) -> Option<Vec<serde_json::Value>> {
-    let json = api.client().get("/api/alerts?limit=500").await.ok()?.json();
-    Some(
-        json["alerts"]
-            .as_array()?
-            .iter()
-            .filter(|a| a["device_id"] == device && keep(a))
-            .cloned()
-            .collect(),
-    )
-}
-
-async fn influx_count(stack: &Stack, device_regex: &str) -> u64 {
-    let json = stack
-        .influx_query(&format!(
-            "SELECT count(temperature_celsius) FROM temperature_sensor WHERE device_id =~ /{device_regex}/"
-        ))
-        .await;
-    json["results"][0]["series"][0]["values"][0][1]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,19 +91,7 @@ async fn mqtt_to_api_through_every_real_backend() {
         found.into_iter().next()
     })
     .await;
-    let id = firing["id"].as_str().expect("alert id").replace('/', "%2F");
-    let acked = api
-        .client()
-        .post(&format!("/api/alerts/{id}/ack"))
-        .await
-        .expect("ack");
-    assert_eq!(
-        acked.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&acked.body)
-    );
-    assert_eq!(acked.json()["state"], "acknowledged");
+    acknowledge(&api, firing["id"].as_str().expect("alert id")).await;
     publish(5..values.len());
 
     // Hostile and malformed payloads: dead-lettered, never stalling the stream.
@@ -508,14 +441,6 @@ async fn a_burst_larger_than_the_batch_does_not_stall_the_bridge() {
     })
     .await;
     assert_eq!(stored, total);
-}
-
-fn hot_rule(name: &str, fleet: &str, max: f64) -> String {
-    format!(
-        "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: AlertRule\nmetadata: {{name: {name}}}\n\
-         spec:\n  deviceType: temperature_sensor\n  fleet: {fleet}\n  metric: temperature_celsius\n  \
-         max: {max}\n  severity: critical\n"
-    )
 }
 
 /// An AlertRule edited while the processor runs (as `kubectl apply` through the operator,

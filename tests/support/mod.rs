@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use sensorfleet::http::HttpClient;
 
+pub mod fleet;
 pub mod hostile;
+pub mod services;
 pub mod stack;
 
 /// True when the tool is on PATH. Without it: under `CI`, panic; otherwise print why the

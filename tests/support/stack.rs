@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sensorfleet::http::HttpClient;
 
+use super::services::{Kind, Service};
 use super::{Broker, free_addr, require_tool};
 
 const SERVICES: [&str; 4] = [
@@ -141,6 +142,31 @@ impl Stack {
             postgres_db,
             run,
         })
+    }
+
+    /// Points this run's URL of `service`'s kind at that private instance instead of the
+    /// shared server (Mosquitto: instead of the run's own broker), with the same per-run
+    /// database, prefix and topic names. Call it before starting roles or applying
+    /// manifests; everything else stays on the shared servers.
+    pub fn use_service(&mut self, service: &Service) {
+        let url = service.url();
+        let local = format!("127.0.0.1:{}", service.port);
+        match service.kind {
+            Kind::Mosquitto => self.mqtt_port = service.port,
+            Kind::Redis => {
+                self.redis_url = format!("{url}?prefix={}", self.redis_prefix);
+                self.redis_plain = url;
+            }
+            Kind::Influx => {
+                self.influx_addr = local.parse().expect("a loopback address");
+                self.influx_url = format!("{url}?db={}", self.influx_db);
+            }
+            Kind::Postgres => self.postgres_url = url,
+            Kind::Kafka => {
+                self.kafka_url = format!("{url}?topic_prefix={}-", self.run);
+                self.kafka_bootstrap = local;
+            }
+        }
     }
 
     /// Environment every role of this run gets.
