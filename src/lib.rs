@@ -3,4 +3,5 @@
 
 pub mod http;
 pub mod manifests;
+pub mod process;
 pub mod roles;

@@ -5,9 +5,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sensorfleet::roles::{
-    api, apply, backtest, bench, bridge, crdgen, detect, operator, processor, rollup, simulate, up,
+    api, apply, backtest, bench, bridge, crdgen, credentials, detect, operator, processor, rollup,
+    simulate, up,
 };
 use sensorfleet_backends::signal::shutdown;
 
@@ -66,6 +67,9 @@ enum Role {
     Backtest(backtest::BacktestArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(bench::BenchArgs),
+    /// Print (or --rotate) the MQTT password of declared devices for `up --device-auth`:
+    /// username = device id. Example: sensorfleet credentials --device lab-temp-1
+    Credentials(credentials::CredentialsArgs),
     /// Production role: subscribe to the MQTT broker (shared subscription, QoS 1) and
     /// deliver readings to Kafka, InfluxDB and Redis, acknowledging only what is stored.
     /// Example: sensorfleet bridge --mqtt-url mqtt://127.0.0.1:1883 --kafka-url kafka://127.0.0.1:9092
@@ -108,12 +112,15 @@ fn init_logging(args: &LogArgs) {
 }
 
 async fn run(role: Role) -> anyhow::Result<()> {
+    // Every role that serves /metrics shows its own CPU and memory there.
+    sensorfleet::process::register();
     match role {
         Role::Up(args) => up::start(args).await?.run_until(shutdown()).await,
         Role::Simulate(args) => simulate::run(args, shutdown()).await,
         Role::Detect(args) => detect::run(args),
         Role::Backtest(args) => backtest::run(args).await,
         Role::Bench(args) => bench::run(args).await,
+        Role::Credentials(args) => credentials::run(args),
         Role::Bridge(args) => bridge::run(args, shutdown()).await,
         Role::Processor(args) => processor::run(args, shutdown()).await,
         Role::Api(args) => api::run(args, shutdown()).await,
@@ -124,8 +131,18 @@ async fn run(role: Role) -> anyhow::Result<()> {
     }
 }
 
+/// `--help` names the environment variable of every flag but never shows what it holds
+/// (URLs carry passwords, tokens are secrets): the same for every role, so a new flag
+/// cannot forget it.
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.hide_env_values(true))
+        .mut_subcommands(hide_env_values)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = hide_env_values(Cli::command());
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     init_logging(&cli.logging);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -34,6 +34,9 @@ const ALL_ON: &[&str] = &[
     "examplePipeline.enabled=true",
     "dashboard.enabled=true",
     "rbac.aggregateToDefaultRoles=true",
+    "networkPolicy.enabled=true",
+    "metrics.prometheusRule.enabled=true",
+    "dashboard.influxDatasource.enabled=true",
 ];
 
 fn chart_dir() -> PathBuf {
@@ -337,6 +340,222 @@ fn the_dashboard_queries_metrics_the_code_exports() {
     }
 }
 
+/// The fields a device of `device_type` writes: those of the simulator's payload, which
+/// publishes what the design's device types send.
+fn fields_written(device_type: &str) -> BTreeSet<String> {
+    use sensorfleet_workers::simulator::signal::{DeviceSim, SimDevice};
+    let device = SimDevice {
+        device_id: "d-1".into(),
+        device_type: device_type.into(),
+        location: None,
+        interval_ms: 1000,
+    };
+    let mut sim = DeviceSim::new(&device, 1);
+    let payload = sim
+        .next_payload(&device, 1_780_000_000_000, 0.0, 0.0)
+        .expect("no dropout asked for");
+    let body: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+    body.as_object()
+        .expect("an object")
+        .keys()
+        .filter(|k| !["device_id", "device_type", "location", "timestamp"].contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// The double-quoted identifiers of an InfluxQL query, in order.
+fn quoted(query: &str) -> Vec<&str> {
+    query.split('"').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn the_readings_dashboard_queries_measurements_and_fields_the_devices_write() {
+    let Some(helm) = helm_binary() else { return };
+    let objects = render(&helm, ALL_ON, &[]);
+    let config_map = one(&objects, "ConfigMap", "sensorfleet-dashboard");
+    let text = config_map["data"]["sensorfleet-readings.json"]
+        .as_str()
+        .expect("the readings dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(text).expect("JSON");
+    let rollup = sensorfleet_backends::timeseries::influx::ROLLUP_MEASUREMENT;
+    let mut measurements = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if target["datasource"]["type"] == "prometheus" {
+                let expr = target["expr"].as_str().expect("expr");
+                assert!(metric_names(expr).iter().all(|m| m.starts_with("sensorfleet_processor_")));
+                continue;
+            }
+            let query = target["query"].as_str().expect("an InfluxQL query");
+            let words = quoted(query);
+            let from = query.find(" FROM \"").expect("FROM a measurement");
+            let measurement = quoted(&query[from..])[0];
+            measurements.insert(measurement.to_owned());
+            let fields: Vec<&str> = quoted(&query[..from]).to_vec();
+            assert!(!fields.is_empty(), "{query}");
+            let known: BTreeSet<String> = if measurement == rollup {
+                ["count", "min", "mean", "max"].map(String::from).into()
+            } else {
+                fields_written(measurement)
+            };
+            for field in fields {
+                assert!(
+                    known.contains(field),
+                    "{query}: {measurement} has no field {field:?} (it has {known:?})"
+                );
+            }
+            // Tags the query filters or groups on exist: device_id everywhere, field on rollups.
+            for tag in &words[words.iter().position(|w| *w == measurement).unwrap_or(0) + 1..] {
+                assert!(
+                    *tag == "device_id" || (measurement == rollup && *tag == "field"),
+                    "{query}: no tag {tag:?}"
+                );
+            }
+        }
+    }
+    for kind in ["temperature_sensor", "humidity_sensor", "motion_sensor", "gps_tracker", rollup] {
+        assert!(measurements.contains(kind), "no panel reads {kind}");
+    }
+
+    // The datasource it is made for, when asked.
+    let datasource = one(&objects, "ConfigMap", "sensorfleet-influx-datasource");
+    let yaml = datasource["data"]["sensorfleet-influxdb.yaml"].as_str().expect("provisioning");
+    let provisioning: Value = serde_yaml::from_str(yaml).expect("YAML");
+    let source = &provisioning["datasources"][0];
+    assert_eq!(source["type"].as_str(), Some("influxdb"));
+    assert_eq!(source["jsonData"]["dbName"].as_str(), Some("sensors"));
+}
+
+/// GitHub's anchor of a Markdown heading: lowercase, punctuation dropped, spaces → `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The metric names an expression reads: `sensorfleet_*` and `process_*`.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in ["sensorfleet_", "process_"] {
+        let mut rest = expr;
+        while let Some(start) = rest.find(prefix) {
+            // A label name like `sensorfleet_component` is not a metric: it follows `{` or `,`.
+            let before = rest[..start].trim_end().chars().last();
+            let name: String = rest[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[start + name.len()..];
+            if !matches!(before, Some('{' | ',')) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_self_alerts_read_metrics_the_code_exports_and_have_runbooks() {
+    let Some(helm) = helm_binary() else { return };
+    let objects = render(&helm, ALL_ON, &["monitoring.coreos.com/v1"]);
+    let rule = one(&objects, "PrometheusRule", "sensorfleet");
+    let sources: String = [
+        "workers/src/telemetry.rs",
+        "api/src/telemetry.rs",
+        "operator/src/metrics.rs",
+        "src/process.rs",
+    ]
+    .iter()
+    .map(|file| std::fs::read_to_string(Path::new(ROOT).join(file)).expect(file))
+    .collect();
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README");
+    let anchors: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|l| anchor(l.trim_start_matches('#')))
+        .collect();
+    let mut alerts = BTreeSet::new();
+    let mut read = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let alert = rule["alert"].as_str().expect("an alert name");
+            assert!(alerts.insert(alert.to_owned()), "{alert} twice");
+            let expr = rule["expr"].as_str().expect("expr");
+            let depth = expr.chars().try_fold(0i32, |depth, c| {
+                let depth = depth + i32::from(c == '(') - i32::from(c == ')');
+                (depth >= 0).then_some(depth)
+            });
+            assert_eq!(depth, Some(0), "{alert}: unbalanced parentheses in {expr}");
+            assert!(
+                expr.contains('>'),
+                "{alert}: a threshold comparison: {expr}"
+            );
+            assert!(
+                !expr.contains("{{") && !expr.contains("<no value>"),
+                "{alert}: every threshold rendered: {expr}"
+            );
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{alert} reads no metric: {expr}");
+            for name in names {
+                let exported = name.strip_suffix("_bucket").unwrap_or(&name).to_owned();
+                assert!(
+                    sources.contains(&format!("\"{exported}\"")),
+                    "{alert} reads {name}, which no role exports"
+                );
+                read.insert(exported);
+            }
+            let severity = rule["labels"]["severity"].as_str().unwrap_or_default();
+            assert!(
+                ["info", "warning", "critical"].contains(&severity),
+                "{alert}: severity {severity:?}"
+            );
+            let runbook = rule["annotations"]["runbook_url"].as_str().expect("runbook_url");
+            let (_, fragment) = runbook.split_once('#').expect("an anchor");
+            assert!(
+                anchors.contains(fragment),
+                "{alert}: README has no heading for #{fragment}"
+            );
+        }
+    }
+    // The original design's four, and the pipeline's own health.
+    for metric in [
+        "sensorfleet_processor_alerts_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "sensorfleet_api_request_seconds",
+        "sensorfleet_processor_lag_seconds",
+        "sensorfleet_bridge_rejects_total",
+        "sensorfleet_dead_letters_total",
+    ] {
+        assert!(read.contains(metric), "no self-alert on {metric}: {read:?}");
+    }
+
+    // The CPU and memory rules select on the label the monitors' relabelings set.
+    for (kind, name) in [
+        ("PodMonitor", "sensorfleet-workers"),
+        ("ServiceMonitor", "sensorfleet-operator"),
+    ] {
+        let monitor = one(&objects, kind, name);
+        let key = if kind == "PodMonitor" {
+            "podMetricsEndpoints"
+        } else {
+            "endpoints"
+        };
+        for endpoint in monitor["spec"][key].as_sequence().expect("endpoints") {
+            let relabel = &endpoint["relabelings"][0];
+            assert_eq!(
+                relabel["targetLabel"].as_str(),
+                Some("sensorfleet_component"),
+                "{kind}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_option_on_renders_cluster_rights_monitors_and_the_example_pipeline() {
     let Some(helm) = helm_binary() else { return };
@@ -384,6 +603,37 @@ fn every_option_on_renders_cluster_rights_monitors_and_the_example_pipeline() {
         pipeline["spec"], example["spec"],
         "the chart's example Pipeline and examples/kind/pipeline.yaml differ"
     );
+
+    // Each pod is admitted only on the port it serves; a rollup run on none.
+    let policies = all_of(&objects, "NetworkPolicy");
+    let admitted = |component: &str| -> Vec<i64> {
+        let policy = policies
+            .iter()
+            .find(|p| {
+                p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                    .as_str()
+                    == Some(component)
+            })
+            .unwrap_or_else(|| panic!("no NetworkPolicy for {component}"));
+        assert_eq!(
+            strings(&policy["spec"]["policyTypes"]),
+            ["Ingress"],
+            "{component}"
+        );
+        policy["spec"]["ingress"]
+            .as_sequence()
+            .expect("ingress rules")
+            .iter()
+            .flat_map(|rule| rule["ports"].as_sequence().cloned().unwrap_or_default())
+            .map(|port| port["port"].as_i64().expect("a numeric port"))
+            .collect()
+    };
+    assert_eq!(admitted("bridge"), [9090]);
+    assert_eq!(admitted("processor"), [9090]);
+    assert_eq!(admitted("api"), [8080]);
+    assert_eq!(admitted("rollup"), Vec::<i64>::new());
+    assert_eq!(admitted("operator"), [9090]);
+    assert_eq!(policies.len(), 5);
 
     // Asked for, but the cluster lacks the Prometheus Operator: no monitors.
     let without_api = render(&helm, ALL_ON, &[]);

@@ -167,6 +167,85 @@ fn every_worker_setting_the_operator_renders_is_read_by_a_role() {
             "{key} is rendered by the operator but no role reads it"
         );
     }
+    // What one worker's container gets on top (Secrets, its own settings) is read by that
+    // role itself.
+    use sensorfleet_operator::build::{Worker, role_env, secret_env};
+    for worker in Worker::ALL {
+        let own = String::from_utf8_lossy(&sensorfleet(&[worker.role(), "--help"]).stdout)
+            .into_owned();
+        let env = secret_env(worker, &pipeline.spec)
+            .into_iter()
+            .chain(role_env(worker, &pipeline.spec));
+        for var in env {
+            // The MQTT username and password only build the URL (`$(VAR)` references).
+            if var.name.ends_with("_USERNAME") || var.name.ends_with("_PASSWORD") {
+                continue;
+            }
+            assert!(
+                own.contains(&format!("[env: {}", var.name)),
+                "{} is set on the {} container but `sensorfleet {}` does not read it",
+                var.name,
+                worker.role(),
+                worker.role()
+            );
+        }
+    }
+}
+
+/// Passwords in every URL and a token, as a deployment sets them: no role's `--help`
+/// shows them, and a role that fails to reach its backends does not print them either.
+#[test]
+fn no_secret_is_printed_by_help_or_by_a_failing_role() {
+    const SECRETS: [(&str, &str); 7] = [
+        ("SENSORFLEET_KAFKA_URL", "kafka://svc:kafkaS3cret@127.0.0.1:1"),
+        ("SENSORFLEET_INFLUX_URL", "influx://svc:influxS3cret@127.0.0.1:1?db=sensors"),
+        ("SENSORFLEET_REDIS_URL", "redis://:redisS3cret@127.0.0.1:1"),
+        ("SENSORFLEET_POSTGRES_URL", "postgres://svc:pgS3cret@127.0.0.1:1/registry"),
+        ("SENSORFLEET_MQTT_URL", "mqtt://svc:mqttS3cret@127.0.0.1:1"),
+        ("SENSORFLEET_API_TOKEN", "tokenS3cret"),
+        ("SENSORFLEET_CONNECT_TIMEOUT", "1s"),
+    ];
+    // Each run is cut off after 15 s: a role that keeps retrying has printed enough.
+    let run = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sensorfleet"));
+        command
+            .args(args)
+            .env("SENSORFLEET_LOG", "debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in SECRETS {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("run sensorfleet");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("output");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let roles = [
+        "up", "simulate", "detect", "backtest", "bench", "credentials", "bridge", "processor",
+        "api", "apply", "rollup", "crdgen", "operator",
+    ];
+    let mut printed = Vec::new();
+    for role in roles {
+        printed.push((format!("{role} --help"), run(&[role, "--help"])));
+    }
+    // Each worker role against backends that are not there: it fails, saying which.
+    for role in ["bridge", "processor", "api", "rollup"] {
+        let text = run(&[role]);
+        assert!(!text.trim().is_empty(), "{role} says nothing");
+        printed.push((role.to_owned(), text));
+    }
+    for (what, text) in &printed {
+        assert!(!text.contains("S3cret"), "{what} printed a secret:\n{text}");
+    }
 }
 
 #[test]

@@ -706,3 +706,102 @@ async fn up_dead_letters_a_hostile_corpus_and_goes_on() {
     assert_eq!(latest["temperature"], 23.5, "{latest}");
     assert!(up.running(), "up restarted or exited:\n{}", up.log_text());
 }
+
+/// `sensorfleet credentials` for `up`'s data dir: the device's password.
+fn credential(up: &Up, device: &str, rotate: bool) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sensorfleet"));
+    command.args(["credentials", "--device", device, "--data-dir"]);
+    command.arg(&up.data_dir);
+    if rotate {
+        command.arg("--rotate");
+    }
+    let output = command.output().expect("run sensorfleet credentials");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("device_id,password"));
+    let (id, password) = lines.next().and_then(|l| l.split_once(',')).expect("a row");
+    assert_eq!(id, device);
+    password.to_owned()
+}
+
+/// `mosquitto_pub` of one reading as `login` (none: anonymous); its output when refused.
+fn publish_as(up: &Up, login: Option<(&str, &str)>, topic: &str, payload: &str) -> Result<(), String> {
+    let mut command = support::mosquitto_pub(up.mqtt_port());
+    command.args(["-t", topic, "-m", payload]);
+    if let Some((username, password)) = login {
+        command.args(["-u", username, "-P", password]);
+    }
+    let output = command.output().expect("run mosquitto_pub");
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_device_auth_admits_each_device_to_its_own_topic_only() {
+    if !require_tool("mosquitto_pub", "mosquitto-clients") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let up = Up::start(dir.path(), &["--device-auth", "-f", FLEET]).await;
+    let topic = "sensors/temperature_sensor/lab-temp-1";
+    let base = now_ms() - 10_000;
+
+    // Anonymous, and a wrong password: refused at CONNECT.
+    let anonymous = publish_as(&up, None, topic, &reading("lab-temp-1", base, 20.0));
+    assert!(anonymous.as_ref().is_err_and(|e| e.contains("not authorised")), "{anonymous:?}");
+    let guess = publish_as(&up, Some(("lab-temp-1", "guess")), topic, &reading("lab-temp-1", base, 20.0));
+    assert!(guess.is_err(), "a wrong password is refused");
+
+    // Its own password, its own topic: stored.
+    let password = credential(&up, "lab-temp-1", false);
+    publish_as(&up, Some(("lab-temp-1", &password)), topic, &reading("lab-temp-1", base + 1_000, 21.5))
+        .expect("the device's own topic");
+    let stored = eventually(10, "lab-temp-1's reading", || {
+        let mut api = up.client();
+        async move {
+            let (status, body) = get_json(&mut api, "/api/device/lab-temp-1/latest").await;
+            (status == 200).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(stored["temperature_celsius"], 21.5);
+
+    // Another device's topic with lab-temp-1's password: the connection is closed and
+    // nothing is stored for lab-temp-2. (mosquitto_pub may or may not see the close
+    // before it exits, so what counts is what the store holds.)
+    let _ = publish_as(
+        &up,
+        Some(("lab-temp-1", &password)),
+        "sensors/temperature_sensor/lab-temp-2",
+        &reading("lab-temp-2", base + 2_000, 99.0),
+    );
+    // A marker on its own topic after it: once it is stored, the forged one would be too.
+    publish_as(&up, Some(("lab-temp-1", &password)), topic, &reading("lab-temp-1", base + 3_000, 22.5))
+        .expect("the device's own topic again");
+    eventually(10, "the marker reading", || {
+        let mut api = up.client();
+        async move {
+            let (_, body) = get_json(&mut api, "/api/device/lab-temp-1/latest").await;
+            (body["temperature_celsius"] == 22.5).then_some(())
+        }
+    })
+    .await;
+    let (status, _) = get_json(&mut up.client(), "/api/device/lab-temp-2/latest").await;
+    assert_eq!(status, 404, "nothing was stored for lab-temp-2");
+
+    // A rotation: the old password stops working at the next connect, the new one works,
+    // without restarting up.
+    let rotated = credential(&up, "lab-temp-1", true);
+    assert_ne!(rotated, password);
+    let old = publish_as(&up, Some(("lab-temp-1", &password)), topic, &reading("lab-temp-1", base + 4_000, 23.0));
+    assert!(old.is_err(), "the rotated-out password is refused");
+    publish_as(&up, Some(("lab-temp-1", &rotated)), topic, &reading("lab-temp-1", base + 5_000, 23.5))
+        .expect("the new password");
+    // No password in up's log.
+    let log = up.log_text();
+    assert!(!log.contains(&password) && !log.contains(&rotated), "a password in the log");
+}

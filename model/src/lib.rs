@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod analytics;
 pub mod crd;
+pub mod credentials;
 pub mod duration;
 pub mod manifest;
 pub mod reading;

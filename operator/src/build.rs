@@ -2,6 +2,10 @@
 //! the partition plan. Nothing here talks to a server; the reconciler applies what these
 //! return with server-side apply.
 //!
+//! Every worker pod is hardened the same way (non-root, read-only root filesystem with
+//! an emptyDir on `/tmp`, no capabilities, RuntimeDefault seccomp, no service-account
+//! token) and gets requests and a memory limit unless the Pipeline gives its own.
+//!
 //! The bridge is a StatefulSet, the processor and the API are Deployments. The bridge's
 //! MQTT client id is its pod name, and a StatefulSet's pod names are stable
 //! (`<pipeline>-bridge-<ordinal>`): a restarted or rolled bridge comes back under the id
@@ -14,10 +18,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricSpec, MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretKeySelector, Service, ServicePort, ServiceSpec,
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -28,7 +38,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use sensorfleet_model::Pipeline;
-use sensorfleet_model::crd::pipeline::{PipelineSpec, ResourceAmounts, ResourcesSpec};
+use sensorfleet_model::crd::pipeline::{
+    AutoscalingSpec, PipelineSpec, ResourceAmounts, ResourcesSpec,
+};
 
 use crate::Error;
 
@@ -41,6 +53,13 @@ pub const API_PORT: i32 = 8080;
 pub const CONFIG_HASH_ANNOTATION: &str = "iot.sensorfleet.dev/config-hash";
 /// `app.kubernetes.io/managed-by` of everything the operator creates.
 pub const MANAGED_BY: &str = "sensorfleet-operator";
+/// The user and group every worker runs as (the operator's own, in the chart): not root,
+/// whatever user the image names.
+pub const WORKER_UID: i64 = 10001;
+/// The one writable place of a worker (its root filesystem is read-only): an emptyDir
+/// for the bridge's dead-letter spool (`SENSORFLEET_SPOOL_DIR` unset: the temporary
+/// directory). It lives as long as the pod, across container restarts.
+pub const SCRATCH_DIR: &str = "/tmp";
 
 /// One kind of worker: a workload (the bridge's a StatefulSet, the others' a Deployment)
 /// and a Service of the one image, `args: [role]`.
@@ -99,6 +118,10 @@ pub struct DesiredObjects {
     pub services: Vec<Service>,
     /// The API's Ingress, when `spec.api.ingress` is set.
     pub ingress: Option<Ingress>,
+    /// The API's HorizontalPodAutoscaler, when `spec.api.autoscaling` is set.
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The hourly rollup, unless `spec.rollup.enabled` is false.
+    pub rollup: Option<CronJob>,
 }
 
 /// Replicas of each worker, decided by the reconciler (the processor's follow the
@@ -217,6 +240,11 @@ pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
             &with_userinfo(&spec.redis.url, ":$(SENSORFLEET_REDIS_PASSWORD)"),
         ));
     }
+    if worker == Worker::Api
+        && let Some(secret) = &spec.api.token_secret
+    {
+        env.push(from_secret("SENSORFLEET_API_TOKEN", secret, "token"));
+    }
     if worker == Worker::Bridge {
         if let Some(secret) = &spec.mqtt.credentials_secret {
             env.push(from_secret("SENSORFLEET_MQTT_USERNAME", secret, "username"));
@@ -294,13 +322,33 @@ pub fn config_hash(config: &BTreeMap<String, String>, spec: &PipelineSpec) -> St
     // Which Secrets are referenced is config too (their contents are not read here).
     feed(spec.postgres.url_secret.as_bytes());
     feed(spec.postgres.url_key.as_bytes());
-    for secret in [&spec.mqtt.credentials_secret, &spec.redis.password_secret] {
+    for secret in [
+        &spec.mqtt.credentials_secret,
+        &spec.redis.password_secret,
+        &spec.api.token_secret,
+    ] {
         feed(secret.as_deref().unwrap_or_default().as_bytes());
     }
     format!("{hash:016x}")
 }
 
-fn resources(spec: Option<&ResourcesSpec>) -> Option<ResourceRequirements> {
+/// What a worker gets when its Pipeline says nothing: a request the scheduler can plan
+/// with (and the API's autoscaler needs, as it scales on CPU use over the request) and a
+/// memory limit, so a leak is a restarted pod rather than a starved node. No CPU limit:
+/// throttling a worker that has the CPU to spare only adds latency.
+fn default_resources() -> ResourcesSpec {
+    let amounts = |cpu: Option<&str>, memory: &str| ResourceAmounts {
+        cpu: cpu.map(str::to_owned),
+        memory: Some(memory.to_owned()),
+    };
+    ResourcesSpec {
+        requests: Some(amounts(Some("100m"), "128Mi")),
+        limits: Some(amounts(None, "1Gi")),
+    }
+}
+
+/// The Pipeline's resources of a worker, or [`default_resources`] when it gives none.
+fn resources(spec: Option<&ResourcesSpec>) -> ResourceRequirements {
     let amounts = |a: Option<&ResourceAmounts>| {
         let a = a?;
         let map: BTreeMap<String, Quantity> = [("cpu", &a.cpu), ("memory", &a.memory)]
@@ -309,12 +357,72 @@ fn resources(spec: Option<&ResourcesSpec>) -> Option<ResourceRequirements> {
             .collect();
         (!map.is_empty()).then_some(map)
     };
-    let spec = spec?;
-    Some(ResourceRequirements {
+    let spec = spec.cloned().unwrap_or_else(default_resources);
+    ResourceRequirements {
         requests: amounts(spec.requests.as_ref()),
         limits: amounts(spec.limits.as_ref()),
         ..Default::default()
-    })
+    }
+}
+
+/// Non-root, no capabilities, no privilege escalation, a read-only root filesystem and
+/// the runtime's default seccomp profile: what the `restricted` Pod Security Standard
+/// asks, for the container.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod's half of [`container_security`].
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(WORKER_UID),
+        run_as_group: Some(WORKER_UID),
+        fs_group: Some(WORKER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A worker's pod: hardened, without the service-account token (no worker talks to the
+/// API server), with the scratch emptyDir.
+fn hardened_pod(container: Container, restart_policy: Option<&str>) -> PodSpec {
+    let container = Container {
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "scratch".into(),
+            mount_path: SCRATCH_DIR.into(),
+            ..Default::default()
+        }]),
+        ..container
+    };
+    PodSpec {
+        containers: vec![container],
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security()),
+        restart_policy: restart_policy.map(str::to_owned),
+        volumes: Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                // The spool's own cap is 64 MiB.
+                size_limit: Some(Quantity("128Mi".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
 }
 
 fn probe(path: &str, port: &str, period: i32) -> Probe {
@@ -399,13 +507,66 @@ pub fn pipeline_objects(pipeline: &Pipeline, replicas: Replicas) -> Result<Desir
         .ingress
         .as_ref()
         .map(|ingress| api_ingress(&owner, ingress));
+    let autoscaler = spec
+        .api
+        .autoscaling
+        .as_ref()
+        .map(|scaling| api_autoscaler(&owner, scaling));
+    let rollup = spec
+        .rollup
+        .enabled
+        .then(|| rollup_cron_job(&owner, spec, &hash));
     Ok(DesiredObjects {
         config_map,
         bridge,
         deployments,
         services,
         ingress,
+        autoscaler,
+        rollup,
     })
+}
+
+/// Settings only one role reads, as its container's env (the ConfigMap holds what every
+/// role shares).
+pub fn role_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
+    match worker {
+        Worker::Api => spec
+            .api
+            .rate_limit
+            .filter(|rate| *rate > 0.0)
+            .map(|rate| plain("SENSORFLEET_RATE_LIMIT", &rate.to_string()))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The one container of a worker's pods, running `args` (the role and its flags).
+fn worker_container(
+    owner: &Owner,
+    spec: &PipelineSpec,
+    name: &str,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    wanted: Option<&ResourcesSpec>,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
+        args: Some(args),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_map_name(&owner.name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        env: Some(env),
+        resources: Some(resources(wanted)),
+        ..Default::default()
+    }
 }
 
 /// The pod template of one worker: its one container and the labels and config hash.
@@ -421,19 +582,9 @@ fn pod_template(
         Worker::Processor => spec.processor.resources.as_ref(),
         Worker::Api => spec.api.resources.as_ref(),
     };
+    let mut env = secret_env(worker, spec);
+    env.extend(role_env(worker, spec));
     let container = Container {
-        name: worker.role().into(),
-        image: Some(spec.image.clone()),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(vec![worker.role().into()]),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: config_map_name(&owner.name),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
-        env: Some(secret_env(worker, spec)),
         ports: Some(vec![ContainerPort {
             name: Some(port_name.into()),
             container_port: port,
@@ -442,8 +593,14 @@ fn pod_template(
         }]),
         liveness_probe: Some(probe("/health/live", port_name, 10)),
         readiness_probe: Some(probe("/health/ready", port_name, 5)),
-        resources: resources(wanted),
-        ..Default::default()
+        ..worker_container(
+            owner,
+            spec,
+            worker.role(),
+            vec![worker.role().into()],
+            env,
+            wanted,
+        )
     };
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -454,10 +611,95 @@ fn pod_template(
             )])),
             ..Default::default()
         }),
-        spec: Some(PodSpec {
-            containers: vec![container],
+        spec: Some(hardened_pod(container, None)),
+    }
+}
+
+/// Name of the rollup CronJob: `<pipeline>-rollup`.
+pub fn rollup_name(pipeline: &str) -> String {
+    format!("{pipeline}-rollup")
+}
+
+/// The hourly rollup: `sensorfleet rollup --hours N` on the schedule, one run at a time
+/// (`Forbid`: a slow run is not doubled), a failed run retried twice. It reads and
+/// writes the time series only: the shared config, no Secret.
+fn rollup_cron_job(owner: &Owner, spec: &PipelineSpec, config_hash: &str) -> CronJob {
+    let component = "rollup";
+    let rollup = &spec.rollup;
+    let container = worker_container(
+        owner,
+        spec,
+        component,
+        vec![
+            component.into(),
+            "--hours".into(),
+            rollup.hours.to_string(),
+        ],
+        Vec::new(),
+        None,
+    );
+    let pod = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(&owner.name, component)),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                config_hash.to_owned(),
+            )])),
             ..Default::default()
         }),
+        spec: Some(hardened_pod(container, Some("OnFailure"))),
+    };
+    CronJob {
+        metadata: owner.meta(rollup_name(&owner.name), component),
+        spec: CronJobSpec {
+            schedule: rollup.schedule.clone(),
+            concurrency_policy: Some("Forbid".into()),
+            successful_jobs_history_limit: Some(1),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: None,
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    // A run that hangs (InfluxDB gone) ends before the next is due.
+                    active_deadline_seconds: Some(50 * 60),
+                    template: pod,
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The API's autoscaler: average CPU over the pods' requests, between min and max.
+fn api_autoscaler(owner: &Owner, scaling: &AutoscalingSpec) -> HorizontalPodAutoscaler {
+    let name = Worker::Api.object_name(&owner.name);
+    HorizontalPodAutoscaler {
+        metadata: owner.meta(name.clone(), Worker::Api.role()),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name,
+            },
+            min_replicas: Some(scaling.min_replicas),
+            max_replicas: scaling.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(scaling.target_cpu_percent),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        ..Default::default()
     }
 }
 
@@ -469,10 +711,12 @@ fn deployment(
     config_hash: &str,
 ) -> Deployment {
     let component = worker.role();
+    // Under an autoscaler the replicas are its to set: an applied count would fight it.
+    let scaled = worker == Worker::Api && spec.api.autoscaling.is_some();
     Deployment {
         metadata: owner.meta(worker.object_name(&owner.name), component),
         spec: DeploymentSpec {
-            replicas: Some(replicas),
+            replicas: (!scaled).then_some(replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&owner.name, component)),
                 ..Default::default()

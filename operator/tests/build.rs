@@ -89,11 +89,12 @@ fn the_full_pipeline_renders_every_object() {
         );
     }
 
-    // Replicas: bridge and api from the spec, processor as decided.
+    // Replicas: the bridge's from the spec, the processor's as decided, the API's left to
+    // its autoscaler.
     let replicas: Vec<_> = std::iter::once(desired.bridge.spec.replicas)
         .chain(desired.deployments.iter().map(|d| d.spec.replicas))
         .collect();
-    assert_eq!(replicas, [Some(2), Some(5), Some(2)]);
+    assert_eq!(replicas, [Some(2), Some(5), None]);
 
     let selectors = std::iter::once(&desired.bridge.spec.selector)
         .chain(desired.deployments.iter().map(|d| &d.spec.selector));
@@ -191,7 +192,19 @@ fn the_full_pipeline_renders_every_object() {
         Some("250m")
     );
     assert_eq!(resources.limits.as_ref().map(|r| r.len()), Some(1));
-    assert!(container(&desired, Worker::Processor).resources.is_none());
+    // A worker the Pipeline gives no resources gets the defaults: requests and a memory
+    // limit, no CPU limit.
+    let defaults = container(&desired, Worker::Processor)
+        .resources
+        .as_ref()
+        .expect("default resources");
+    let requests = defaults.requests.as_ref().expect("requests");
+    assert_eq!(
+        (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+        ("100m", "128Mi")
+    );
+    let limits = defaults.limits.as_ref().expect("limits");
+    assert_eq!(limits.keys().collect::<Vec<_>>(), ["memory"]);
 
     let config = desired.config_map.data.as_ref().expect("data");
     let expected: BTreeMap<&str, &str> = BTreeMap::from([
@@ -241,6 +254,166 @@ fn the_full_pipeline_renders_every_object() {
     assert_eq!(backend.name, "main-api");
     let tls = &ingress.tls.as_ref().expect("tls")[0];
     assert_eq!(tls.secret_name.as_deref(), Some("iot-tls"));
+}
+
+/// Every pod the operator makes, with what runs it: the three workers' templates and the
+/// rollup CronJob's.
+fn every_pod(desired: &DesiredObjects) -> Vec<(String, &PodTemplateSpec)> {
+    let workers = templates(desired)
+        .into_iter()
+        .zip(Worker::ALL)
+        .map(|(t, w)| (w.role().to_owned(), t));
+    let rollup = desired
+        .rollup
+        .iter()
+        .filter_map(|c| c.spec.job_template.spec.as_ref())
+        .map(|j| ("rollup".to_owned(), &j.template));
+    workers.chain(rollup).collect()
+}
+
+#[test]
+fn every_pod_is_hardened_and_has_no_service_account_token() {
+    for fixture_name in ["pipeline-full.yaml", "pipeline-minimal.yaml"] {
+        let desired = build(&fixture(fixture_name), 3);
+        let pods = every_pod(&desired);
+        assert_eq!(pods.len(), 4, "{fixture_name}: three workers and the rollup");
+        for (role, template) in pods {
+            let pod = template.spec.as_ref().expect("pod spec");
+            let what = format!("{fixture_name}: {role}");
+            assert_eq!(pod.automount_service_account_token, Some(false), "{what}");
+            let security = pod.security_context.as_ref().expect("pod security");
+            assert_eq!(security.run_as_non_root, Some(true), "{what}");
+            assert!(security.run_as_user.is_some_and(|uid| uid > 0), "{what}");
+            assert_eq!(
+                security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                Some("RuntimeDefault"),
+                "{what}"
+            );
+            let c = &pod.containers[0];
+            let security = c.security_context.as_ref().expect("container security");
+            assert_eq!(security.allow_privilege_escalation, Some(false), "{what}");
+            assert_eq!(security.read_only_root_filesystem, Some(true), "{what}");
+            assert_eq!(
+                security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+                Some(vec!["ALL".to_owned()]),
+                "{what}"
+            );
+            // The one writable place is the emptyDir on /tmp (the dead-letter spool).
+            let mounts = c.volume_mounts.as_ref().expect("mounts");
+            assert_eq!(mounts.len(), 1, "{what}");
+            assert_eq!(mounts[0].mount_path, "/tmp", "{what}");
+            let volume = pod
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == mounts[0].name)
+                .expect("the mounted volume");
+            assert!(volume.empty_dir.is_some(), "{what}");
+            let resources = c.resources.as_ref().expect("resources");
+            assert!(
+                resources
+                    .limits
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("memory")),
+                "{what}: a memory limit"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_rollup_runs_hourly_from_the_pipeline_and_can_be_turned_off() {
+    let full = build(&fixture("pipeline-full.yaml"), 3);
+    let cron = full.rollup.as_ref().expect("rollup");
+    assert_eq!(cron.metadata.name.as_deref(), Some("main-rollup"));
+    let spec = &cron.spec;
+    assert_eq!(spec.schedule, "15 * * * *");
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let pod = spec
+        .job_template
+        .spec
+        .as_ref()
+        .and_then(|j| j.template.spec.as_ref())
+        .expect("pod");
+    assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.args.as_deref(),
+        Some(&["rollup".to_owned(), "--hours".to_owned(), "3".to_owned()][..])
+    );
+    assert_eq!(
+        c.env_from.as_ref().and_then(|f| f[0].config_map_ref.as_ref()).map(|r| r.name.as_str()),
+        Some("main-config"),
+        "the time series' URL from the shared config"
+    );
+    assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()), "no Secret");
+
+    let minimal = build(&fixture("pipeline-minimal.yaml"), 3);
+    let spec = &minimal.rollup.as_ref().expect("default").spec;
+    assert_eq!(spec.schedule, "7 * * * *");
+
+    let mut off = fixture("pipeline-minimal.yaml");
+    off.spec.rollup.enabled = false;
+    assert!(build(&off, 3).rollup.is_none());
+}
+
+#[test]
+fn the_api_gets_its_token_rate_limit_and_autoscaler_and_no_other_role_does() {
+    let desired = build(&fixture("pipeline-full.yaml"), 3);
+    let api = container(&desired, Worker::Api);
+    let token = env(api, "SENSORFLEET_API_TOKEN")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .expect("the token from its Secret");
+    assert_eq!((token.name.as_str(), token.key.as_str()), ("api-token", "token"));
+    assert_eq!(
+        env(api, "SENSORFLEET_RATE_LIMIT").and_then(|e| e.value.as_deref()),
+        Some("50")
+    );
+    for worker in [Worker::Bridge, Worker::Processor] {
+        let c = container(&desired, worker);
+        assert!(env(c, "SENSORFLEET_API_TOKEN").is_none(), "{worker:?}");
+        assert!(env(c, "SENSORFLEET_RATE_LIMIT").is_none(), "{worker:?}");
+    }
+    let config = desired.config_map.data.as_ref().expect("data");
+    assert!(
+        config.keys().all(|k| k != "SENSORFLEET_API_TOKEN"),
+        "the token never goes in the ConfigMap"
+    );
+
+    let hpa = desired.autoscaler.as_ref().expect("autoscaler");
+    let spec = &hpa.spec;
+    assert_eq!(spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(spec.scale_target_ref.name, "main-api");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+    let metric = &spec.metrics.as_ref().expect("metrics")[0];
+    let target = &metric.resource.as_ref().expect("resource").target;
+    assert_eq!(target.average_utilization, Some(60));
+
+    let minimal = build(&fixture("pipeline-minimal.yaml"), 3);
+    assert!(minimal.autoscaler.is_none());
+    assert!(env(container(&minimal, Worker::Api), "SENSORFLEET_API_TOKEN").is_none());
+    assert!(env(container(&minimal, Worker::Api), "SENSORFLEET_RATE_LIMIT").is_none());
+}
+
+#[test]
+fn autoscaling_and_rollup_settings_are_validated() {
+    let mut pipeline = fixture("pipeline-full.yaml");
+    let scaling = pipeline.spec.api.autoscaling.as_mut().expect("autoscaling");
+    scaling.min_replicas = 7;
+    pipeline.spec.rollup.schedule = "hourly".into();
+    pipeline.spec.api.rate_limit = Some(f64::NAN);
+    let problems = sensorfleet_operator::validate::pipeline(&pipeline.spec);
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.api.rateLimit",
+            "spec.api.autoscaling.minReplicas",
+            "spec.rollup.schedule"
+        ],
+        "{problems:?}"
+    );
 }
 
 #[test]

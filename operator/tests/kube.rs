@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -255,7 +257,7 @@ spec:
   postgres: {urlSecret: pg}
   bridge: {replicas: 1}
   processor: {maxReplicas: 16}
-  api: {replicas: 1, ingress: {host: iot.example.com}}
+  api: {replicas: 1, ingress: {host: iot.example.com}, autoscaling: {maxReplicas: 3}}
 "#,
     );
     pipeline.spec.kafka.bootstrap_servers = bootstrap.to_owned();
@@ -350,6 +352,19 @@ async fn the_operator_reconciles_against_a_real_api_server() {
     );
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
     eventually("ingress", || async { ingresses.get("main-api").await.ok() }).await;
+    // The rollup CronJob and the API's autoscaler passed the API server's validation.
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+    let rollup = eventually("the rollup CronJob", || async {
+        cron_jobs.get("main-rollup").await.ok()
+    })
+    .await;
+    assert_eq!(rollup.spec.schedule, "7 * * * *");
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    let autoscaler = eventually("the API's autoscaler", || async {
+        autoscalers.get("main-api").await.ok()
+    })
+    .await;
+    assert_eq!(autoscaler.spec.max_replicas, 3);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
     eventually("ReplicaSets from the controller manager", || async {
         (replica_sets

@@ -14,6 +14,7 @@ pub mod backtest;
 pub mod bench;
 pub mod bridge;
 pub mod crdgen;
+pub mod credentials;
 pub mod detect;
 pub mod operator;
 pub mod processor;

@@ -16,6 +16,7 @@ use sensorfleet_backends::connect::{Choice, Concern, choose};
 use sensorfleet_backends::event_log::memory::MemoryLog;
 use sensorfleet_backends::sqlite::SqliteStore;
 use sensorfleet_workers::bridge::BridgeSinks;
+use sensorfleet_workers::ingest::auth::{CredentialStore, DeviceCredentials};
 use sensorfleet_workers::ingest::{IngestHandle, IngestServer, IngestSettings, IngestTransport};
 use sensorfleet_workers::mqtt::{MqttEndpoint, MqttTransport};
 use sensorfleet_workers::processor::ProcessorSinks;
@@ -58,6 +59,12 @@ pub struct UpArgs {
     /// Do not simulate the declared devices (real devices publish instead).
     #[arg(long)]
     pub no_simulator: bool,
+    /// Admit only declared devices, each with its own password (`sensorfleet credentials`
+    /// prints it), each publishing only to sensors/<its type>/<its id>. Anonymous clients
+    /// are refused. Turns off the built-in simulator, which would publish for every
+    /// device over a few connections.
+    #[arg(long, conflicts_with = "mqtt_url", env = "SENSORFLEET_DEVICE_AUTH")]
+    pub device_auth: bool,
     /// Publish interval for every simulated device, overriding the fleets' (e.g. 500ms).
     #[arg(long, value_parser = parse_duration)]
     pub simulate_interval: Option<Duration>,
@@ -209,10 +216,28 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
         None => {
             // It takes more than the bridge, so an oversized payload reaches the bridge
             // and is dead-lettered with its reason instead of cutting the connection.
-            let settings = IngestSettings {
+            let mut settings = IngestSettings {
                 max_packet_bytes: bridge_args.subscription().max_packet_bytes,
                 ..IngestSettings::default()
             };
+            if args.device_auth {
+                let store = CredentialStore::new(&args.data_dir);
+                let declared = declarations
+                    .devices
+                    .iter()
+                    .map(|d| (d.device_id.clone(), d.device_type.clone()));
+                let credentials = DeviceCredentials::open(store, declared).with_context(|| {
+                    format!(
+                        "cannot read the device secret in {}",
+                        args.data_dir.display()
+                    )
+                })?;
+                info!(
+                    devices = declarations.devices.len(),
+                    "device authentication on: `sensorfleet credentials --device <id>` prints a device's password"
+                );
+                settings.auth = Arc::new(credentials);
+            }
             let (handle, messages) = IngestServer::bind(args.mqtt_addr, settings).await?;
             let addr = handle.local_addr();
             let endpoint = MqttEndpoint {
@@ -316,7 +341,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
     if !subscribed {
         warn!(mqtt = %mqtt, "the bridge is not subscribed yet; readings published now may be lost until it is");
     }
-    let (simulator, simulating) = if args.no_simulator {
+    let (simulator, simulating) = if args.no_simulator || args.device_auth {
         (None, None)
     } else {
         let simulate_args = SimulateArgs {

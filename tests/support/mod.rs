@@ -38,7 +38,7 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
 }
 
 /// `mosquitto_pub` aimed at a broker on this machine's `port`, at QoS 1.
-fn mosquitto_pub(port: u16) -> Command {
+pub fn mosquitto_pub(port: u16) -> Command {
     let mut command = Command::new("mosquitto_pub");
     let port = port.to_string();
     command.args(["-h", "127.0.0.1", "-p", &port, "-q", "1"]);

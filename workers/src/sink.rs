@@ -15,18 +15,13 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::time::Duration;
 
 use sensorfleet_backends::BackendError;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::warn;
 
-use crate::telemetry;
+use crate::retry::hold;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// A misconfigured backend will not fix itself within seconds: retry it less often.
-const MAX_REJECTED_BACKOFF: Duration = Duration::from_secs(30);
 
 /// One item a sink refused for its content: its index in the batch and the backend's
 /// reason.
@@ -146,64 +141,6 @@ where
     Ok(refused)
 }
 
-/// Runs `op` until it succeeds or the backend refuses the content. Unavailable and
-/// rejected backends are retried with backoff (a rejection logged as an error each
-/// time, as it needs a person); a closed backend, a content refusal, or any error once
-/// `shutdown` is set is returned.
-pub async fn hold<T, F, Fut>(
-    component: &'static str,
-    sink: &'static str,
-    shutdown: &mut watch::Receiver<bool>,
-    mut op: F,
-) -> Result<T, BackendError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, BackendError>>,
-{
-    let mut backoff = FIRST_BACKOFF;
-    let mut failures = 0u32;
-    loop {
-        let e = match op().await {
-            Ok(value) => {
-                if failures > 0 {
-                    info!(component, sink, failures, "backend is back; resuming");
-                }
-                return Ok(value);
-            }
-            Err(e) => e,
-        };
-        telemetry::SINK_ERRORS
-            .with_label_values(&[component, sink])
-            .inc();
-        let rejected = matches!(e, BackendError::Rejected { .. });
-        if e.is_content() || !(rejected || e.is_transient()) || *shutdown.borrow() {
-            return Err(e);
-        }
-        failures += 1;
-        if rejected {
-            error!(
-                component,
-                sink,
-                failures,
-                error = %e,
-                "the backend refuses every write: check its credentials, permissions and \
-                 database; holding (nothing is acknowledged or dead-lettered) until it accepts"
-            );
-        } else if failures == 1 || failures.is_multiple_of(10) {
-            warn!(component, sink, failures, error = %e, "backend write failed; holding and retrying");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => {}
-        }
-        let ceiling = if rejected {
-            MAX_REJECTED_BACKOFF
-        } else {
-            MAX_BACKOFF
-        };
-        backoff = (backoff * 2).min(ceiling);
-    }
-}
 
 #[cfg(test)]
 mod tests {

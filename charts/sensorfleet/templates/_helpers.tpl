@@ -87,7 +87,8 @@ namespace) and a ClusterRole (all). Why each verb is here:
   blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin only
   allows to whoever may update the owner's finalizers;
 - ConfigMaps, Deployments, StatefulSets (the bridges: a stable pod name is a stable MQTT
-  client id), Services, Ingresses: server-side apply is a patch that creates
+  client id), Services, Ingresses, CronJobs (the hourly rollup), HorizontalPodAutoscalers
+  (the API's, when a Pipeline asks): server-side apply is a patch that creates
   the object when it is missing (patch + create), list/watch to notice drift, delete to
   remove what a Pipeline no longer asks for; no update: apply never needs it;
 - Secrets: get only, by the names Pipelines reference; it can neither list nor watch
@@ -112,6 +113,12 @@ namespace) and a ClusterRole (all). Why each verb is here:
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [secrets]

@@ -1,6 +1,7 @@
 //! The `Pipeline` custom resource: where the backends are, how the workers run, and the
-//! Kafka topic policy. The operator turns one into a ConfigMap, three Deployments and
-//! Services (`bridge`, `processor`, `api`), an optional Ingress and the readings topic.
+//! Kafka topic policy. The operator turns one into a ConfigMap, the bridge's StatefulSet,
+//! the processor's and the API's Deployments, a Service each, the rollup CronJob, an
+//! optional Ingress and HorizontalPodAutoscaler for the API, and the readings topic.
 //!
 //! `sensorfleet up` runs its own embedded pipeline and skips these objects.
 
@@ -50,6 +51,11 @@ pub const MAX_PARTITIONS: i32 = 10_000;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"WorkersAvailable\")].status"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -85,6 +91,10 @@ pub struct PipelineSpec {
     /// The REST + WebSocket API and dashboard.
     #[serde(default)]
     pub api: ApiSpec,
+    /// Hourly rollups (min/mean/max per device and field) that history past 48 h reads:
+    /// a CronJob running `sensorfleet rollup`.
+    #[serde(default)]
+    pub rollup: RollupSpec,
     /// While true the operator leaves this Pipeline and its workers as they are.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
@@ -282,6 +292,18 @@ pub struct ApiSpec {
     /// CPU and memory of each replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// Secret (same namespace) with key `token`: the bearer token the API requires on
+    /// acknowledge and clear. None: those are open to whoever reaches the API, so set it
+    /// before giving the API an Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    /// Requests per second per client address (token bucket; none or 0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub rate_limit: Option<f64>,
+    /// Scale the API on CPU with a HorizontalPodAutoscaler; `replicas` is then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
 }
 
 impl Default for ApiSpec {
@@ -290,6 +312,55 @@ impl Default for ApiSpec {
             replicas: one(),
             ingress: None,
             resources: None,
+            token_secret: None,
+            rate_limit: None,
+            autoscaling: None,
+        }
+    }
+}
+
+/// A HorizontalPodAutoscaler on average CPU use (of the requested CPU).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoscalingSpec {
+    /// Fewest replicas (default 1).
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most replicas.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Average CPU use to keep, in percent of each replica's CPU request (default 70).
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_percent: i32,
+}
+
+/// When hourly rollups are computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollupSpec {
+    /// Whether the CronJob exists (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Cron schedule, in the cluster's time zone (default `7 * * * *`: seven minutes past
+    /// every hour, when the last hour's readings are in).
+    #[serde(default = "default_rollup_schedule")]
+    pub schedule: String,
+    /// Complete hours each run computes, ending at the last complete hour (default 2: the
+    /// hour before is computed again, for readings that came late). Raw readings are kept
+    /// by InfluxDB's own retention policy.
+    #[serde(default = "default_rollup_hours")]
+    #[schemars(range(min = 1, max = 168))]
+    pub hours: u32,
+}
+
+impl Default for RollupSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: default_rollup_schedule(),
+            hours: default_rollup_hours(),
         }
     }
 }
@@ -341,6 +412,18 @@ fn default_window() -> String {
 }
 fn default_moving_average() -> u32 {
     10
+}
+fn default_target_cpu() -> i32 {
+    70
+}
+fn yes() -> bool {
+    true
+}
+fn default_rollup_schedule() -> String {
+    "7 * * * *".to_owned()
+}
+fn default_rollup_hours() -> u32 {
+    2
 }
 
 /// Every problem of a Pipeline spec, not only the first, so one edit can fix them all.
@@ -437,6 +520,7 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
     for (field, secret) in [
         ("spec.mqtt.credentialsSecret", &spec.mqtt.credentials_secret),
         ("spec.redis.passwordSecret", &spec.redis.password_secret),
+        ("spec.api.tokenSecret", &spec.api.token_secret),
     ] {
         if let Some(name) = secret
             && !is_dns_label(name)
@@ -460,6 +544,49 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
     }
     if spec.processor.moving_average == 0 {
         add("spec.processor.movingAverage", "must be at least 1".into());
+    }
+    if let Some(rate) = spec.api.rate_limit
+        && !(rate.is_finite() && rate >= 0.0)
+    {
+        add(
+            "spec.api.rateLimit",
+            format!("{rate} must be a number of requests per second, 0 or more"),
+        );
+    }
+    if let Some(scaling) = &spec.api.autoscaling {
+        if scaling.min_replicas < 1 {
+            add(
+                "spec.api.autoscaling.minReplicas",
+                "must be at least 1".into(),
+            );
+        }
+        if scaling.min_replicas > scaling.max_replicas {
+            add(
+                "spec.api.autoscaling.minReplicas",
+                format!(
+                    "{} is above spec.api.autoscaling.maxReplicas {}",
+                    scaling.min_replicas, scaling.max_replicas
+                ),
+            );
+        }
+        if !(1..=100).contains(&scaling.target_cpu_percent) {
+            add(
+                "spec.api.autoscaling.targetCpuPercent",
+                "must be 1 to 100".into(),
+            );
+        }
+    }
+    if spec.rollup.enabled && spec.rollup.schedule.split_whitespace().count() != 5 {
+        add(
+            "spec.rollup.schedule",
+            format!(
+                "{:?} must be a cron schedule of 5 fields, e.g. \"7 * * * *\"",
+                spec.rollup.schedule
+            ),
+        );
+    }
+    if !(1..=168).contains(&spec.rollup.hours) {
+        add("spec.rollup.hours", "must be 1 to 168".into());
     }
     if let Some(ingress) = &spec.api.ingress
         && !is_host_name(&ingress.host)

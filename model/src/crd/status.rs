@@ -12,6 +12,9 @@ pub const READY: &str = "Ready";
 pub const TOPIC_READY: &str = "TopicReady";
 /// Condition type (Pipeline): something runs, but not everything as declared.
 pub const DEGRADED: &str = "Degraded";
+/// Condition type (Pipeline): every worker has the replicas it wants ready (from the
+/// StatefulSet's and Deployments' own status).
+pub const WORKERS_AVAILABLE: &str = "WorkersAvailable";
 
 /// Reason of `Ready=False` when the spec itself is wrong; the message names the fields.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -36,7 +39,8 @@ pub enum ConditionStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// What the condition is about: `Ready`, `TopicReady` or `Degraded`.
+    /// What the condition is about: `Ready`, `TopicReady`, `Degraded` or
+    /// `WorkersAvailable`.
     #[serde(rename = "type")]
     pub type_: String,
     /// Whether it holds: `True`, `False` or `Unknown`.

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -385,7 +387,9 @@ pub async fn run(
         .owns(api_for::<Deployment>(&client, ns), owned.clone())
         .owns(api_for::<Service>(&client, ns), owned.clone())
         .owns(api_for::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api_for::<Ingress>(&client, ns), owned)
+        .owns(api_for::<Ingress>(&client, ns), owned.clone())
+        .owns(api_for::<CronJob>(&client, ns), owned.clone())
+        .owns(api_for::<HorizontalPodAutoscaler>(&client, ns), owned)
         // A fleet's device count drives its pipeline's partitions and processors.
         .watches(
             api_for::<SensorFleet>(&client, ns),

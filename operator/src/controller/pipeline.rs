@@ -1,10 +1,12 @@
-//! Pipeline → ConfigMap, the bridge's StatefulSet, Deployments, Services, Ingress and the
-//! Kafka topic.
+//! Pipeline → ConfigMap, the bridge's StatefulSet, Deployments, Services, the rollup
+//! CronJob, the API's Ingress and HorizontalPodAutoscaler, and the Kafka topic.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -13,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use sensorfleet_model::crd::status::{
     Condition, ConditionStatus, DEGRADED, PipelineStatus, READY, REASON_RECONCILED, TOPIC_READY,
-    WorkerReplicas, set_condition,
+    WORKERS_AVAILABLE, WorkerReplicas, set_condition,
 };
 use sensorfleet_model::{Pipeline, SensorFleet};
 use serde::Serialize;
@@ -123,15 +125,49 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
         // usual case (none was ever asked for).
         None => delete_if_present(&ingresses, &Worker::Api.object_name(&name)).await?,
     }
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
+    match &desired.autoscaler {
+        Some(autoscaler) => apply(&autoscalers, autoscaler).await?,
+        None => delete_if_present(&autoscalers, &Worker::Api.object_name(&name)).await?,
+    }
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
+    match &desired.rollup {
+        Some(rollup) => apply(&cron_jobs, rollup).await?,
+        None => delete_if_present(&cron_jobs, &build::rollup_name(&name)).await?,
+    }
 
-    // Status from what was applied.
-    let status = applied(
+    // Status from what was applied, and from what the workloads say of their pods (a
+    // change of theirs triggers a reconcile: the controller owns them).
+    let mut status = applied(
         old.clone().unwrap_or_default(),
         generation,
         &plan,
         &topic,
         replicas,
         &at,
+    );
+    let mut counts = Vec::new();
+    if let Some(bridge) = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+        .get_opt(&Worker::Bridge.object_name(&name))
+        .await?
+    {
+        let wanted = bridge.spec.replicas.unwrap_or(1);
+        let ready = bridge.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        counts.push(WorkerCount { worker: Worker::Bridge, wanted, ready });
+    }
+    for worker in [Worker::Processor, Worker::Api] {
+        if let Some(deployment) = deployments.get_opt(&worker.object_name(&name)).await? {
+            let wanted = deployment.spec.replicas.unwrap_or(1);
+            let ready = deployment
+                .status
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            counts.push(WorkerCount { worker, wanted, ready });
+        }
+    }
+    set_condition(
+        &mut status.conditions,
+        workers_available(&counts, generation, &at),
     );
     let grew = topic.as_ref().is_ok_and(|c| c.changed);
     if patch_status_if_changed(&api, pipeline.as_ref(), old.as_ref(), &status).await? && grew {
@@ -185,6 +221,54 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Replicas a worker wants and has ready, as its workload reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerCount {
+    /// Which worker.
+    pub worker: Worker,
+    /// Replicas its StatefulSet or Deployment wants.
+    pub wanted: i32,
+    /// Of those, ready (StatefulSet) or available (Deployment).
+    pub ready: i32,
+}
+
+/// `WorkersAvailable`: true when every worker has all the replicas it wants ready.
+pub fn workers_available(counts: &[WorkerCount], generation: Option<i64>, now: &str) -> Condition {
+    let summary = counts
+        .iter()
+        .map(|c| format!("{} {}/{}", c.worker.role(), c.ready, c.wanted))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let short: Vec<&WorkerCount> = counts.iter().filter(|c| c.ready < c.wanted).collect();
+    let (state, reason, message) = if counts.len() < Worker::ALL.len() {
+        (
+            ConditionStatus::Unknown,
+            "WorkloadsMissing",
+            format!("not every workload exists yet ({summary})"),
+        )
+    } else if short.is_empty() {
+        (
+            ConditionStatus::True,
+            "ReplicasReady",
+            format!("ready: {summary}"),
+        )
+    } else {
+        (
+            ConditionStatus::False,
+            "ReplicasUnavailable",
+            format!(
+                "waiting for {} (ready/wanted: {summary}); `kubectl describe pod` of the worker says why",
+                short
+                    .iter()
+                    .map(|c| c.worker.role())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        )
+    };
+    Condition::new(WORKERS_AVAILABLE, state, reason, message, generation, now)
 }
 
 /// Status after an apply: partitions, replicas and the three conditions.
@@ -273,6 +357,41 @@ mod tests {
     use sensorfleet_model::crd::status::find_condition;
 
     use super::*;
+
+    #[test]
+    fn workers_are_available_only_when_every_one_has_its_replicas_ready() {
+        let count = |worker, wanted, ready| WorkerCount {
+            worker,
+            wanted,
+            ready,
+        };
+        let all_ready = [
+            count(Worker::Bridge, 2, 2),
+            count(Worker::Processor, 5, 5),
+            count(Worker::Api, 1, 1),
+        ];
+        let ready = workers_available(&all_ready, Some(2), "t");
+        assert_eq!(ready.status, ConditionStatus::True);
+        assert_eq!(ready.message, "ready: bridge 2/2, processor 5/5, api 1/1");
+        let rolling = [
+            count(Worker::Bridge, 2, 1),
+            count(Worker::Processor, 5, 5),
+            count(Worker::Api, 1, 0),
+        ];
+        let waiting = workers_available(&rolling, Some(2), "t");
+        assert_eq!(waiting.status, ConditionStatus::False);
+        assert_eq!(waiting.reason, "ReplicasUnavailable");
+        assert!(waiting.message.starts_with("waiting for bridge and api"), "{}", waiting.message);
+        let missing = workers_available(&all_ready[..2], Some(2), "t");
+        assert_eq!(missing.status, ConditionStatus::Unknown);
+        // Scaled to zero on purpose is available.
+        let zero = [
+            count(Worker::Bridge, 0, 0),
+            count(Worker::Processor, 3, 3),
+            count(Worker::Api, 0, 0),
+        ];
+        assert_eq!(workers_available(&zero, None, "t").status, ConditionStatus::True);
+    }
 
     fn plan(declared: u64, wanted: i32, target: i32) -> PartitionPlan {
         PartitionPlan {

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::debug;
 
 use super::ack::{Ack, AckQueue};
+use super::auth::Refusal;
 use super::protocol::{Inbound, Reply, Violation, decode, encode};
 use super::{IngestMessage, IngestSettings};
 use crate::telemetry;
@@ -46,6 +47,10 @@ pub(crate) enum Closed {
     Violation(Violation),
     /// CONNACK 0x02: an empty client id with a persistent session.
     IdentifierRejected,
+    /// CONNACK 0x05 or 0x04: no credentials, or wrong ones (`up --device-auth`).
+    NotAuthorized,
+    /// A PUBLISH to a topic the connection's device may not publish to.
+    TopicNotAllowed,
     /// Another connection with the same client id took the session over (MQTT-3.1.4-2).
     TakenOver,
     /// The pipeline dropped one of this connection's messages unacknowledged.
@@ -68,6 +73,8 @@ impl Closed {
             Self::Io => "io_error",
             Self::Violation(v) => v.label(),
             Self::IdentifierRejected => "identifier_rejected",
+            Self::NotAuthorized => "not_authorized",
+            Self::TopicNotAllowed => "topic_not_allowed",
             Self::TakenOver => "taken_over",
             Self::Abandoned => "abandoned",
             Self::PipelineGone => "pipeline_gone",
@@ -133,7 +140,7 @@ where
         read_connect(&mut stream, &mut buf, settings.max_packet_bytes),
     )
     .await;
-    let (client_id, clean_session, keep_alive_secs) = match connect {
+    let (client_id, clean_session, keep_alive_secs, login) = match connect {
         Err(_) => return Closed::ConnectTimeout,
         Ok(Ok(connect)) => connect,
         Ok(Err(Closed::Violation(Violation::UnsupportedProtocol(level)))) => {
@@ -156,12 +163,33 @@ where
         let _ = write(&mut stream, &mut out, settings.write_timeout).await;
         return Closed::IdentifierRejected;
     }
+    let (username, password) = match &login {
+        Some((username, password)) => (Some(username.as_str()), Some(password.as_bytes())),
+        None => (None, None),
+    };
+    let identity = match settings.auth.authenticate(username, password) {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            let code = match refusal {
+                Refusal::Anonymous => ConnectReturnCode::NotAuthorized,
+                Refusal::BadCredentials => ConnectReturnCode::BadUserNamePassword,
+            };
+            encode(Reply::ConnAck(code, false), &mut out);
+            let _ = write(&mut stream, &mut out, settings.write_timeout).await;
+            // Who tried, never with what.
+            debug!(username = username.unwrap_or_default(), ?refusal, "ingest connection refused");
+            return Closed::NotAuthorized;
+        }
+    };
     let client_id = if client_id.is_empty() {
         format!("sensorfleet-ingest-{connection}")
     } else {
         client_id
     };
-    let taken_over = shared.sessions.register(&client_id, connection);
+    // A session belongs to its device: with authentication on, one device's client id
+    // can never take over another device's connection.
+    let session = format!("{identity}\u{0}{client_id}");
+    let taken_over = shared.sessions.register(&session, connection);
     let closed = serve_connected(
         &mut stream,
         Connected {
@@ -170,6 +198,7 @@ where
             out,
             tx: Some(tx),
             taken_over: &taken_over,
+            identity: &identity,
             // The endpoint keeps no state for a session beyond what is empty by design
             // (it has no subscriptions and never sends a client a PUBLISH), so a
             // persistent session always "exists": saying so keeps a reconnecting client
@@ -181,7 +210,7 @@ where
         &mut stop,
     )
     .await;
-    shared.sessions.unregister(&client_id, connection);
+    shared.sessions.unregister(&session, connection);
     debug!(
         client_id,
         reason = closed.label(),
@@ -195,7 +224,7 @@ async fn read_connect<S>(
     stream: &mut S,
     buf: &mut BytesMut,
     max_packet: usize,
-) -> Result<(String, bool, u16), Closed>
+) -> Result<(String, bool, u16, Option<(String, String)>), Closed>
 where
     S: AsyncRead + Unpin,
 {
@@ -205,7 +234,8 @@ where
                 client_id,
                 clean_session,
                 keep_alive_secs,
-            })) => return Ok((client_id, clean_session, keep_alive_secs)),
+                login,
+            })) => return Ok((client_id, clean_session, keep_alive_secs, login)),
             Ok(Some(_)) => {
                 return Err(Closed::Violation(Violation::Unexpected(
                     "packet before CONNECT",
@@ -235,6 +265,8 @@ struct Connected<'a> {
     /// Dropped when the endpoint stops, so the pipeline sees the end of the stream.
     tx: Option<mpsc::Sender<IngestMessage>>,
     taken_over: &'a Notify,
+    /// Who the connection publishes as (empty without authentication).
+    identity: &'a str,
     session_present: bool,
     idle_limit: Option<Duration>,
 }
@@ -319,6 +351,10 @@ where
         }
         match decode(&mut c.buf, c.settings.max_packet_bytes, true) {
             Ok(Some(Inbound::Publish(publish))) => {
+                if !c.settings.auth.may_publish(c.identity, &publish.topic) {
+                    debug!(identity = c.identity, topic = %publish.topic, "publish to a topic not the device's own; connection closed");
+                    break Closed::TopicNotAllowed;
+                }
                 counts[publish.qos as usize] += 1;
                 let ack = Ack::new(&acks, publish.qos, publish.pkid);
                 if ack.is_owed() {

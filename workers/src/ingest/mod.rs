@@ -13,7 +13,8 @@
 //! ([`IngestSettings::queue`]) is; the publisher's in-flight window then stops it.
 //!
 //! What it speaks (MQTT 3.1.1, framing by rumqttc's own v4 codec):
-//! - CONNECT/CONNACK (anonymous: credentials are not checked), PINGREQ/PINGRESP,
+//! - CONNECT/CONNACK (anonymous by default; with [`auth::DeviceCredentials`] only declared
+//!   devices with their password, each publishing to its own topic), PINGREQ/PINGRESP,
 //!   DISCONNECT, keep-alive (closed after 1.5 × the client's keep-alive of silence).
 //! - PUBLISH QoS 0 (best effort by definition: handed on, counted, never acknowledged),
 //!   QoS 1 (PUBACK after delivery), QoS 2 (PUBREC after delivery, PUBCOMP on PUBREL: a
@@ -33,6 +34,7 @@
 //! `sensorfleet_ingest_closed_total{reason}`, `sensorfleet_ingest_subscribes_refused_total`.
 
 mod ack;
+pub mod auth;
 mod connection;
 mod protocol;
 
@@ -72,6 +74,8 @@ pub struct IngestSettings {
     pub write_timeout: Duration,
     /// At shutdown, how long connections wait for the pipeline to confirm what it holds.
     pub shutdown_grace: Duration,
+    /// Who may connect and publish where ([`auth::Anonymous`] unless `--device-auth`).
+    pub auth: Arc<dyn auth::DeviceAuth>,
 }
 
 impl Default for IngestSettings {
@@ -84,6 +88,7 @@ impl Default for IngestSettings {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            auth: Arc::new(auth::Anonymous),
         }
     }
 }

@@ -19,6 +19,8 @@ pub(crate) enum Inbound {
         client_id: String,
         clean_session: bool,
         keep_alive_secs: u16,
+        /// Username and password, when the client sent them.
+        login: Option<(String, String)>,
     },
     /// A PUBLISH whose topic is a valid topic name.
     Publish(Publish),
@@ -109,6 +111,7 @@ pub(crate) fn decode(
             client_id: connect.client_id,
             clean_session: connect.clean_session,
             keep_alive_secs: connect.keep_alive,
+            login: connect.login.map(|l| (l.username, l.password)),
         },
         Packet::Publish(publish) => {
             let topic = &publish.topic;
@@ -211,7 +214,7 @@ mod tests {
         let connect = decode(&mut buf, 1024, false).unwrap();
         assert!(matches!(
             connect,
-            Some(Inbound::Connect { ref client_id, clean_session: true, keep_alive_secs: 60 }) if client_id == "c"
+            Some(Inbound::Connect { ref client_id, clean_session: true, keep_alive_secs: 60, login: None }) if client_id == "c"
         ));
         assert!(buf.is_empty());
         let mut buf = frame(&[0x32, 7, 0, 3, b'a', b'/', b'b', 0, 9]);

@@ -31,8 +31,8 @@ use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::deadletter::{DeadLetters, SpoolConfig};
-use crate::retry::retry;
-use crate::sink::{Refused, hold, write_isolating};
+use crate::retry::{hold, retry};
+use crate::sink::{Refused, write_isolating};
 use crate::telemetry;
 use commands::AlertCommand;
 pub use declarations::Declarations;
