@@ -443,6 +443,11 @@ fn metric_names(expr: &str) -> Vec<String> {
     for prefix in ["sensorfleet_", "process_"] {
         let mut rest = expr;
         while let Some(start) = rest.find(prefix) {
+            // Inside a longer name (`sensorfleet_process_…`) it is not a name of its own.
+            let inside = rest[..start]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
             // A label name like `sensorfleet_component` is not a metric: it follows `{` or `,`.
             let before = rest[..start].trim_end().chars().last();
             let name: String = rest[start..]
@@ -450,7 +455,7 @@ fn metric_names(expr: &str) -> Vec<String> {
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_')
                 .collect();
             rest = &rest[start + name.len()..];
-            if !matches!(before, Some('{' | ',')) {
+            if !inside && !matches!(before, Some('{' | ',')) {
                 names.push(name);
             }
         }
