@@ -81,11 +81,16 @@ impl ProcessCollector {
             "Memory limit of the process's cgroup (its container's limit), in bytes; \
              absent when unlimited",
         ))?;
-        let descs = [&cpu.desc(), &resident.desc(), &open_fds.desc(), &limit.desc()]
-            .into_iter()
-            .flatten()
-            .map(|d| (*d).clone())
-            .collect();
+        let descs = [
+            &cpu.desc(),
+            &resident.desc(),
+            &open_fds.desc(),
+            &limit.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| (*d).clone())
+        .collect();
         Ok(Self {
             cpu,
             resident,
@@ -111,7 +116,10 @@ impl Collector for ProcessCollector {
             }
             families.extend(self.cpu.collect());
         }
-        if let Some(bytes) = read("/proc/self/status").as_deref().and_then(resident_bytes) {
+        if let Some(bytes) = read("/proc/self/status")
+            .as_deref()
+            .and_then(resident_bytes)
+        {
             self.resident.set(i64::try_from(bytes).unwrap_or(i64::MAX));
             families.extend(self.resident.collect());
         }

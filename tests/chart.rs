@@ -383,7 +383,11 @@ fn the_readings_dashboard_queries_measurements_and_fields_the_devices_write() {
         for target in panel["targets"].as_array().into_iter().flatten() {
             if target["datasource"]["type"] == "prometheus" {
                 let expr = target["expr"].as_str().expect("expr");
-                assert!(metric_names(expr).iter().all(|m| m.starts_with("sensorfleet_processor_")));
+                assert!(
+                    metric_names(expr)
+                        .iter()
+                        .all(|m| m.starts_with("sensorfleet_processor_"))
+                );
                 continue;
             }
             let query = target["query"].as_str().expect("an InfluxQL query");
@@ -413,13 +417,21 @@ fn the_readings_dashboard_queries_measurements_and_fields_the_devices_write() {
             }
         }
     }
-    for kind in ["temperature_sensor", "humidity_sensor", "motion_sensor", "gps_tracker", rollup] {
+    for kind in [
+        "temperature_sensor",
+        "humidity_sensor",
+        "motion_sensor",
+        "gps_tracker",
+        rollup,
+    ] {
         assert!(measurements.contains(kind), "no panel reads {kind}");
     }
 
     // The datasource it is made for, when asked.
     let datasource = one(&objects, "ConfigMap", "sensorfleet-influx-datasource");
-    let yaml = datasource["data"]["sensorfleet-influxdb.yaml"].as_str().expect("provisioning");
+    let yaml = datasource["data"]["sensorfleet-influxdb.yaml"]
+        .as_str()
+        .expect("provisioning");
     let provisioning: Value = serde_yaml::from_str(yaml).expect("YAML");
     let source = &provisioning["datasources"][0];
     assert_eq!(source["type"].as_str(), Some("influxdb"));
@@ -518,7 +530,9 @@ fn the_self_alerts_read_metrics_the_code_exports_and_have_runbooks() {
                 ["info", "warning", "critical"].contains(&severity),
                 "{alert}: severity {severity:?}"
             );
-            let runbook = rule["annotations"]["runbook_url"].as_str().expect("runbook_url");
+            let runbook = rule["annotations"]["runbook_url"]
+                .as_str()
+                .expect("runbook_url");
             let (_, fragment) = runbook.split_once('#').expect("an anchor");
             assert!(
                 anchors.contains(fragment),
@@ -615,8 +629,7 @@ fn every_option_on_renders_cluster_rights_monitors_and_the_example_pipeline() {
         let policy = policies
             .iter()
             .find(|p| {
-                p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-                    .as_str()
+                p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str()
                     == Some(component)
             })
             .unwrap_or_else(|| panic!("no NetworkPolicy for {component}"));

@@ -171,8 +171,8 @@ fn every_worker_setting_the_operator_renders_is_read_by_a_role() {
     // role itself.
     use sensorfleet_operator::build::{Worker, role_env, secret_env};
     for worker in Worker::ALL {
-        let own = String::from_utf8_lossy(&sensorfleet(&[worker.role(), "--help"]).stdout)
-            .into_owned();
+        let own =
+            String::from_utf8_lossy(&sensorfleet(&[worker.role(), "--help"]).stdout).into_owned();
         let env = secret_env(worker, &pipeline.spec)
             .into_iter()
             .chain(role_env(worker, &pipeline.spec));
@@ -197,10 +197,19 @@ fn every_worker_setting_the_operator_renders_is_read_by_a_role() {
 #[test]
 fn no_secret_is_printed_by_help_or_by_a_failing_role() {
     const SECRETS: [(&str, &str); 7] = [
-        ("SENSORFLEET_KAFKA_URL", "kafka://svc:kafkaS3cret@127.0.0.1:1"),
-        ("SENSORFLEET_INFLUX_URL", "influx://svc:influxS3cret@127.0.0.1:1?db=sensors"),
+        (
+            "SENSORFLEET_KAFKA_URL",
+            "kafka://svc:kafkaS3cret@127.0.0.1:1",
+        ),
+        (
+            "SENSORFLEET_INFLUX_URL",
+            "influx://svc:influxS3cret@127.0.0.1:1?db=sensors",
+        ),
         ("SENSORFLEET_REDIS_URL", "redis://:redisS3cret@127.0.0.1:1"),
-        ("SENSORFLEET_POSTGRES_URL", "postgres://svc:pgS3cret@127.0.0.1:1/registry"),
+        (
+            "SENSORFLEET_POSTGRES_URL",
+            "postgres://svc:pgS3cret@127.0.0.1:1/registry",
+        ),
         ("SENSORFLEET_MQTT_URL", "mqtt://svc:mqttS3cret@127.0.0.1:1"),
         ("SENSORFLEET_API_TOKEN", "tokenS3cret"),
         ("SENSORFLEET_CONNECT_TIMEOUT", "1s"),
@@ -230,8 +239,19 @@ fn no_secret_is_printed_by_help_or_by_a_failing_role() {
         )
     };
     let roles = [
-        "up", "simulate", "detect", "backtest", "bench", "credentials", "bridge", "processor",
-        "api", "apply", "rollup", "crdgen", "operator",
+        "up",
+        "simulate",
+        "detect",
+        "backtest",
+        "bench",
+        "credentials",
+        "bridge",
+        "processor",
+        "api",
+        "apply",
+        "rollup",
+        "crdgen",
+        "operator",
     ];
     let mut printed = Vec::new();
     for role in roles {

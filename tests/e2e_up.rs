@@ -726,7 +726,12 @@ fn credential(up: &Up, device: &str, rotate: bool) -> String {
 }
 
 /// `mosquitto_pub` of one reading as `login` (none: anonymous); its output when refused.
-fn publish_as(up: &Up, login: Option<(&str, &str)>, topic: &str, payload: &str) -> Result<(), String> {
+fn publish_as(
+    up: &Up,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    payload: &str,
+) -> Result<(), String> {
     let mut command = support::mosquitto_pub(up.mqtt_port());
     command.args(["-t", topic, "-m", payload]);
     if let Some((username, password)) = login {
@@ -752,14 +757,29 @@ async fn up_with_device_auth_admits_each_device_to_its_own_topic_only() {
 
     // Anonymous, and a wrong password: refused at CONNECT.
     let anonymous = publish_as(&up, None, topic, &reading("lab-temp-1", base, 20.0));
-    assert!(anonymous.as_ref().is_err_and(|e| e.contains("not authorised")), "{anonymous:?}");
-    let guess = publish_as(&up, Some(("lab-temp-1", "guess")), topic, &reading("lab-temp-1", base, 20.0));
+    assert!(
+        anonymous
+            .as_ref()
+            .is_err_and(|e| e.contains("not authorised")),
+        "{anonymous:?}"
+    );
+    let guess = publish_as(
+        &up,
+        Some(("lab-temp-1", "guess")),
+        topic,
+        &reading("lab-temp-1", base, 20.0),
+    );
     assert!(guess.is_err(), "a wrong password is refused");
 
     // Its own password, its own topic: stored.
     let password = credential(&up, "lab-temp-1", false);
-    publish_as(&up, Some(("lab-temp-1", &password)), topic, &reading("lab-temp-1", base + 1_000, 21.5))
-        .expect("the device's own topic");
+    publish_as(
+        &up,
+        Some(("lab-temp-1", &password)),
+        topic,
+        &reading("lab-temp-1", base + 1_000, 21.5),
+    )
+    .expect("the device's own topic");
     let stored = eventually(10, "lab-temp-1's reading", || {
         let mut api = up.client();
         async move {
@@ -780,8 +800,13 @@ async fn up_with_device_auth_admits_each_device_to_its_own_topic_only() {
         &reading("lab-temp-2", base + 2_000, 99.0),
     );
     // A marker on its own topic after it: once it is stored, the forged one would be too.
-    publish_as(&up, Some(("lab-temp-1", &password)), topic, &reading("lab-temp-1", base + 3_000, 22.5))
-        .expect("the device's own topic again");
+    publish_as(
+        &up,
+        Some(("lab-temp-1", &password)),
+        topic,
+        &reading("lab-temp-1", base + 3_000, 22.5),
+    )
+    .expect("the device's own topic again");
     eventually(10, "the marker reading", || {
         let mut api = up.client();
         async move {
@@ -797,11 +822,24 @@ async fn up_with_device_auth_admits_each_device_to_its_own_topic_only() {
     // without restarting up.
     let rotated = credential(&up, "lab-temp-1", true);
     assert_ne!(rotated, password);
-    let old = publish_as(&up, Some(("lab-temp-1", &password)), topic, &reading("lab-temp-1", base + 4_000, 23.0));
+    let old = publish_as(
+        &up,
+        Some(("lab-temp-1", &password)),
+        topic,
+        &reading("lab-temp-1", base + 4_000, 23.0),
+    );
     assert!(old.is_err(), "the rotated-out password is refused");
-    publish_as(&up, Some(("lab-temp-1", &rotated)), topic, &reading("lab-temp-1", base + 5_000, 23.5))
-        .expect("the new password");
+    publish_as(
+        &up,
+        Some(("lab-temp-1", &rotated)),
+        topic,
+        &reading("lab-temp-1", base + 5_000, 23.5),
+    )
+    .expect("the new password");
     // No password in up's log.
     let log = up.log_text();
-    assert!(!log.contains(&password) && !log.contains(&rotated), "a password in the log");
+    assert!(
+        !log.contains(&password) && !log.contains(&rotated),
+        "a password in the log"
+    );
 }

@@ -72,8 +72,7 @@ pub fn secret_from_hex(text: &str) -> Option<Vec<u8>> {
 }
 
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -98,10 +97,21 @@ mod tests {
         let a0 = device_password(&SECRET, "lab-temp-1", 0);
         assert_eq!(a0, device_password(&SECRET, "lab-temp-1", 0));
         assert_eq!(a0.len(), PASSWORD_LEN);
-        assert!(a0.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            a0.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_ne!(a0, device_password(&SECRET, "lab-temp-1", 1), "rotated");
-        assert_ne!(a0, device_password(&SECRET, "lab-temp-2", 0), "another device");
-        assert_ne!(a0, device_password(&[8; SECRET_BYTES], "lab-temp-1", 0), "another secret");
+        assert_ne!(
+            a0,
+            device_password(&SECRET, "lab-temp-2", 0),
+            "another device"
+        );
+        assert_ne!(
+            a0,
+            device_password(&[8; SECRET_BYTES], "lab-temp-1", 0),
+            "another secret"
+        );
         // The separators keep (id, generation) pairs apart.
         assert_ne!(
             device_password(&SECRET, "a\u{0}", 0),
@@ -116,7 +126,12 @@ mod tests {
         let old = device_password(&SECRET, "gps-7", 2);
         assert!(!password_matches(&SECRET, "gps-7", 3, old.as_bytes()));
         assert!(!password_matches(&SECRET, "gps-7", 3, b""));
-        assert!(!password_matches(&SECRET, "gps-7", 3, &current.as_bytes()[..31]));
+        assert!(!password_matches(
+            &SECRET,
+            "gps-7",
+            3,
+            &current.as_bytes()[..31]
+        ));
         assert!(!password_matches(&SECRET, "gps-8", 3, current.as_bytes()));
     }
 

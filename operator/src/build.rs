@@ -19,8 +19,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricSpec, MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
@@ -630,11 +630,7 @@ fn rollup_cron_job(owner: &Owner, spec: &PipelineSpec, config_hash: &str) -> Cro
         owner,
         spec,
         component,
-        vec![
-            component.into(),
-            "--hours".into(),
-            rollup.hours.to_string(),
-        ],
+        vec![component.into(), "--hours".into(), rollup.hours.to_string()],
         Vec::new(),
         None,
     );

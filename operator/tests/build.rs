@@ -276,7 +276,11 @@ fn every_pod_is_hardened_and_has_no_service_account_token() {
     for fixture_name in ["pipeline-full.yaml", "pipeline-minimal.yaml"] {
         let desired = build(&fixture(fixture_name), 3);
         let pods = every_pod(&desired);
-        assert_eq!(pods.len(), 4, "{fixture_name}: three workers and the rollup");
+        assert_eq!(
+            pods.len(),
+            4,
+            "{fixture_name}: three workers and the rollup"
+        );
         for (role, template) in pods {
             let pod = template.spec.as_ref().expect("pod spec");
             let what = format!("{fixture_name}: {role}");
@@ -342,11 +346,17 @@ fn the_rollup_runs_hourly_from_the_pipeline_and_can_be_turned_off() {
         Some(&["rollup".to_owned(), "--hours".to_owned(), "3".to_owned()][..])
     );
     assert_eq!(
-        c.env_from.as_ref().and_then(|f| f[0].config_map_ref.as_ref()).map(|r| r.name.as_str()),
+        c.env_from
+            .as_ref()
+            .and_then(|f| f[0].config_map_ref.as_ref())
+            .map(|r| r.name.as_str()),
         Some("main-config"),
         "the time series' URL from the shared config"
     );
-    assert!(c.env.iter().flatten().all(|e| e.value_from.is_none()), "no Secret");
+    assert!(
+        c.env.iter().flatten().all(|e| e.value_from.is_none()),
+        "no Secret"
+    );
 
     let minimal = build(&fixture("pipeline-minimal.yaml"), 3);
     let spec = &minimal.rollup.as_ref().expect("default").spec;
@@ -365,7 +375,10 @@ fn the_api_gets_its_token_rate_limit_and_autoscaler_and_no_other_role_does() {
         .and_then(|e| e.value_from.as_ref())
         .and_then(|v| v.secret_key_ref.as_ref())
         .expect("the token from its Secret");
-    assert_eq!((token.name.as_str(), token.key.as_str()), ("api-token", "token"));
+    assert_eq!(
+        (token.name.as_str(), token.key.as_str()),
+        ("api-token", "token")
+    );
     assert_eq!(
         env(api, "SENSORFLEET_RATE_LIMIT").and_then(|e| e.value.as_deref()),
         Some("50")

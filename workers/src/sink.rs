@@ -22,7 +22,6 @@ use tracing::warn;
 
 use crate::retry::hold;
 
-
 /// One item a sink refused for its content: its index in the batch and the backend's
 /// reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,7 +139,6 @@ where
     refused.sort_by_key(|r| r.index);
     Ok(refused)
 }
-
 
 #[cfg(test)]
 mod tests {

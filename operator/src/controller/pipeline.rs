@@ -153,7 +153,11 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
     {
         let wanted = bridge.spec.replicas.unwrap_or(1);
         let ready = bridge.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        counts.push(WorkerCount { worker: Worker::Bridge, wanted, ready });
+        counts.push(WorkerCount {
+            worker: Worker::Bridge,
+            wanted,
+            ready,
+        });
     }
     for worker in [Worker::Processor, Worker::Api] {
         if let Some(deployment) = deployments.get_opt(&worker.object_name(&name)).await? {
@@ -162,7 +166,11 @@ pub async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Act
                 .status
                 .and_then(|s| s.available_replicas)
                 .unwrap_or(0);
-            counts.push(WorkerCount { worker, wanted, ready });
+            counts.push(WorkerCount {
+                worker,
+                wanted,
+                ready,
+            });
         }
     }
     set_condition(
@@ -381,7 +389,11 @@ mod tests {
         let waiting = workers_available(&rolling, Some(2), "t");
         assert_eq!(waiting.status, ConditionStatus::False);
         assert_eq!(waiting.reason, "ReplicasUnavailable");
-        assert!(waiting.message.starts_with("waiting for bridge and api"), "{}", waiting.message);
+        assert!(
+            waiting.message.starts_with("waiting for bridge and api"),
+            "{}",
+            waiting.message
+        );
         let missing = workers_available(&all_ready[..2], Some(2), "t");
         assert_eq!(missing.status, ConditionStatus::Unknown);
         // Scaled to zero on purpose is available.
@@ -390,7 +402,10 @@ mod tests {
             count(Worker::Processor, 3, 3),
             count(Worker::Api, 0, 0),
         ];
-        assert_eq!(workers_available(&zero, None, "t").status, ConditionStatus::True);
+        assert_eq!(
+            workers_available(&zero, None, "t").status,
+            ConditionStatus::True
+        );
     }
 
     fn plan(declared: u64, wanted: i32, target: i32) -> PartitionPlan {

@@ -120,7 +120,9 @@ impl DeviceAuth for DeviceCredentials {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Result<String, Refusal> {
-        let username = username.filter(|u| !u.is_empty()).ok_or(Refusal::Anonymous)?;
+        let username = username
+            .filter(|u| !u.is_empty())
+            .ok_or(Refusal::Anonymous)?;
         if !self.devices.contains_key(username) {
             return Err(Refusal::BadCredentials);
         }
@@ -267,12 +269,18 @@ mod tests {
             Ok("lab-1".to_owned())
         );
         assert_eq!(auth.authenticate(None, None), Err(Refusal::Anonymous));
-        assert_eq!(auth.authenticate(Some(""), Some(b"x")), Err(Refusal::Anonymous));
+        assert_eq!(
+            auth.authenticate(Some(""), Some(b"x")),
+            Err(Refusal::Anonymous)
+        );
         assert_eq!(
             auth.authenticate(Some("lab-1"), Some(b"wrong")),
             Err(Refusal::BadCredentials)
         );
-        assert_eq!(auth.authenticate(Some("lab-1"), None), Err(Refusal::BadCredentials));
+        assert_eq!(
+            auth.authenticate(Some("lab-1"), None),
+            Err(Refusal::BadCredentials)
+        );
         // Another device's password, and an undeclared device, are refused.
         let gps = store.password("gps-1").expect("password");
         assert_eq!(
@@ -286,7 +294,10 @@ mod tests {
         );
         assert!(auth.may_publish("lab-1", "sensors/temperature_sensor/lab-1"));
         assert!(!auth.may_publish("lab-1", "sensors/temperature_sensor/gps-1"));
-        assert!(!auth.may_publish("lab-1", "sensors/gps_tracker/lab-1"), "its declared type only");
+        assert!(
+            !auth.may_publish("lab-1", "sensors/gps_tracker/lab-1"),
+            "its declared type only"
+        );
         assert!(!auth.may_publish("lab-1", "sensors/temperature_sensor/lab-1/x"));
         assert!(!auth.may_publish("lab-1", "$SYS/broker"));
     }
@@ -298,7 +309,10 @@ mod tests {
         let old = store.password("lab-1").expect("password");
         let gps = store.password("gps-1").expect("password");
         let auth = DeviceCredentials::open(store.clone(), declared()).expect("open");
-        assert!(auth.authenticate(Some("lab-1"), Some(old.as_bytes())).is_ok());
+        assert!(
+            auth.authenticate(Some("lab-1"), Some(old.as_bytes()))
+                .is_ok()
+        );
         // File times can be coarse: make the rotation's write visibly newer.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let new = store.rotate("lab-1").expect("rotate");
@@ -308,8 +322,14 @@ mod tests {
             auth.authenticate(Some("lab-1"), Some(old.as_bytes())),
             Err(Refusal::BadCredentials)
         );
-        assert!(auth.authenticate(Some("lab-1"), Some(new.as_bytes())).is_ok());
-        assert!(auth.authenticate(Some("gps-1"), Some(gps.as_bytes())).is_ok());
+        assert!(
+            auth.authenticate(Some("lab-1"), Some(new.as_bytes()))
+                .is_ok()
+        );
+        assert!(
+            auth.authenticate(Some("gps-1"), Some(gps.as_bytes()))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -326,7 +346,10 @@ mod tests {
         std::fs::write(dir.path().join("data/device-secret"), "not hex").expect("write");
         let error = store.secret().expect_err("damaged");
         assert!(error.to_string().contains("remove it"), "{error}");
-        assert!(!error.to_string().contains("not hex"), "no secret text echoed");
+        assert!(
+            !error.to_string().contains("not hex"),
+            "no secret text echoed"
+        );
     }
 
     #[test]

@@ -177,7 +177,11 @@ where
             encode(Reply::ConnAck(code, false), &mut out);
             let _ = write(&mut stream, &mut out, settings.write_timeout).await;
             // Who tried, never with what.
-            debug!(username = username.unwrap_or_default(), ?refusal, "ingest connection refused");
+            debug!(
+                username = username.unwrap_or_default(),
+                ?refusal,
+                "ingest connection refused"
+            );
             return Closed::NotAuthorized;
         }
     };

@@ -499,17 +499,31 @@ async fn with_device_auth_anonymous_and_wrong_passwords_are_refused() {
     let other = store.password("lab-2").expect("password");
     for (login, code) in [
         (None, ConnectReturnCode::NotAuthorized),
-        (Some(("lab-1", "guess")), ConnectReturnCode::BadUserNamePassword),
+        (
+            Some(("lab-1", "guess")),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
         // Another device's valid password, and an undeclared device with its own.
-        (Some(("lab-1", other.as_str())), ConnectReturnCode::BadUserNamePassword),
-        (Some(("lab-2", other.as_str())), ConnectReturnCode::BadUserNamePassword),
+        (
+            Some(("lab-1", other.as_str())),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
+        (
+            Some(("lab-2", other.as_str())),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
     ] {
         let mut client = Client::start(shared(settings.clone()), 1);
         client.send(&connect_as("c", login)).await;
         assert_eq!(connack(&mut client).await, code, "{login:?}");
         // Nothing it sends after the refusal reaches the pipeline.
         client
-            .send(&publish("sensors/temperature_sensor/lab-1", QoS::AtLeastOnce, 1, b"{}"))
+            .send(&publish(
+                "sensors/temperature_sensor/lab-1",
+                QoS::AtLeastOnce,
+                1,
+                b"{}",
+            ))
             .await;
         let (_, closed) = client.closed().await;
         assert_eq!(closed, Closed::NotAuthorized, "{login:?}");
@@ -522,10 +536,17 @@ async fn with_device_auth_a_device_publishes_to_its_own_topic_only() {
     let store = super::auth::CredentialStore::new(dir.path());
     let password = store.password("lab-1").expect("password");
     let mut client = Client::start(shared(with_device_auth(&store)), 1);
-    client.send(&connect_as("any-client-id", Some(("lab-1", &password)))).await;
+    client
+        .send(&connect_as("any-client-id", Some(("lab-1", &password))))
+        .await;
     assert_eq!(connack(&mut client).await, ConnectReturnCode::Success);
     client
-        .send(&publish("sensors/temperature_sensor/lab-1", QoS::AtLeastOnce, 1, b"{}"))
+        .send(&publish(
+            "sensors/temperature_sensor/lab-1",
+            QoS::AtLeastOnce,
+            1,
+            b"{}",
+        ))
         .await;
     let own = client.message().await;
     assert_eq!(own.topic, "sensors/temperature_sensor/lab-1");
@@ -533,12 +554,20 @@ async fn with_device_auth_a_device_publishes_to_its_own_topic_only() {
     assert!(matches!(client.packet().await, Some(Packet::PubAck(a)) if a.pkid == 1));
     // Another device's topic: the connection is closed and the message goes nowhere.
     client
-        .send(&publish("sensors/temperature_sensor/lab-9", QoS::AtLeastOnce, 2, b"{}"))
+        .send(&publish(
+            "sensors/temperature_sensor/lab-9",
+            QoS::AtLeastOnce,
+            2,
+            b"{}",
+        ))
         .await;
     let mut messages = std::mem::replace(&mut client.messages, mpsc::channel(1).1);
     let (_, closed) = client.closed().await;
     assert_eq!(closed, Closed::TopicNotAllowed);
-    assert!(messages.try_recv().is_err(), "nothing handed to the pipeline");
+    assert!(
+        messages.try_recv().is_err(),
+        "nothing handed to the pipeline"
+    );
 }
 
 #[tokio::test]
@@ -548,21 +577,30 @@ async fn with_device_auth_one_device_cannot_take_over_anothers_client_id() {
     let password = store.password("lab-1").expect("password");
     let shared = shared(with_device_auth(&store));
     let mut first = Client::start(shared.clone(), 1);
-    first.send(&connect_as("shared-id", Some(("lab-1", &password)))).await;
+    first
+        .send(&connect_as("shared-id", Some(("lab-1", &password))))
+        .await;
     assert_eq!(connack(&mut first).await, ConnectReturnCode::Success);
     // An anonymous client (refused) and another device, both under the same client id,
     // leave the first device's session alone.
     let mut intruder = Client::start(shared.clone(), 2);
     intruder.send(&connect_as("shared-id", None)).await;
-    assert_eq!(connack(&mut intruder).await, ConnectReturnCode::NotAuthorized);
+    assert_eq!(
+        connack(&mut intruder).await,
+        ConnectReturnCode::NotAuthorized
+    );
     let gps = store.password("gps-1").expect("password");
     let mut neighbour = Client::start(shared.clone(), 4);
-    neighbour.send(&connect_as("shared-id", Some(("gps-1", &gps)))).await;
+    neighbour
+        .send(&connect_as("shared-id", Some(("gps-1", &gps))))
+        .await;
     assert_eq!(connack(&mut neighbour).await, ConnectReturnCode::Success);
     first.silent().await;
     // The device itself reconnecting under that id does take it over.
     let mut again = Client::start(shared, 3);
-    again.send(&connect_as("shared-id", Some(("lab-1", &password)))).await;
+    again
+        .send(&connect_as("shared-id", Some(("lab-1", &password))))
+        .await;
     assert_eq!(connack(&mut again).await, ConnectReturnCode::Success);
     let (_, closed) = first.closed().await;
     assert_eq!(closed, Closed::TakenOver);
