@@ -22,10 +22,11 @@ use sensorfleet_workers::transport::Transport;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{BackendArgs, Worker, parse_duration, serve};
+use super::{BackendArgs, OpsArgs, Worker, parse_duration, serve};
 
 // The flags of `sensorfleet bridge` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]
+#[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9101")))]
 pub struct BridgeArgs {
     #[command(flatten)]
     pub backends: BackendArgs,
@@ -76,13 +77,8 @@ pub struct BridgeArgs {
     /// Milliseconds a batch waits to fill before it is written anyway.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=60_000), env = "SENSORFLEET_BRIDGE_LINGER_MS")]
     pub linger_ms: u32,
-    /// Address of /metrics, /health/live and /health/ready.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:9101",
-        env = "SENSORFLEET_METRICS_ADDR"
-    )]
-    pub metrics_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 impl BridgeArgs {
@@ -186,7 +182,7 @@ pub async fn run(args: BridgeArgs, stop: impl Future<Output = ()>) -> anyhow::Re
     let probe: StatusProbe = Arc::new(move || vec![status("external", &broker)]);
     serve(
         "bridge",
-        (args.metrics_addr, probe),
+        (args.ops.metrics_addr, probe),
         |stopped| {
             let transport = MqttTransport::connect(&args.subscription());
             spawn(&args, transport, sinks, declared, stopped)

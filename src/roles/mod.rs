@@ -85,6 +85,16 @@ impl UrlArgs {
     }
 }
 
+// The ops surface of a long-running role in its own process (flattened into its flags).
+// Each role sets its own default port with `#[command(mut_arg("metrics_addr", ...))]`:
+// a default in the derive itself would be one for every role.
+#[derive(clap::Args)]
+pub struct OpsArgs {
+    /// Address of /metrics, /health/live and /health/ready.
+    #[arg(long, env = "SENSORFLEET_METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+}
+
 /// The backends of a role in its own process. The roles run as separate processes, so
 /// they need a shared event log (Kafka) and cache (Redis); the time series and registry
 /// may stay embedded (one SQLite file in --data-dir, shared by processes on one machine).
@@ -221,16 +231,16 @@ mod tests {
     fn every_spawned_role_starts_from_its_flag_defaults() {
         let bridge: bridge::BridgeArgs = defaults();
         assert_eq!(
-            bridge.metrics_addr,
+            bridge.ops.metrics_addr,
             SocketAddr::from(([127, 0, 0, 1], 9101))
         );
         assert_eq!((bridge.connections, bridge.batch_max), (4, 4000));
         assert_eq!(bridge.max_age, Duration::from_secs(7 * 86_400));
         let processor: processor::ProcessorArgs = defaults();
-        assert_eq!(processor.metrics_addr.port(), 9102);
+        assert_eq!(processor.ops.metrics_addr.port(), 9102);
         assert_eq!(processor.window, Duration::from_secs(300));
         let operator: operator::OperatorArgs = defaults();
-        assert_eq!(operator.metrics_addr.port(), 9103);
+        assert_eq!(operator.ops.metrics_addr.port(), 9103);
         let up: up::UpArgs = defaults();
         assert_eq!((up.bridge_connections, up.log_capacity), (8, 100_000));
         assert_eq!(up.backends.kafka_url, "embedded");
@@ -240,5 +250,17 @@ mod tests {
         assert_eq!((rollup.hours, rollup.every), (2, None));
         let simulate: simulate::SimulateArgs = defaults();
         assert_eq!((simulate.connections, simulate.seed), (2, 42));
+    }
+
+    #[test]
+    fn each_role_shows_its_own_metrics_port_in_its_help() {
+        fn help<T: clap::Args>() -> String {
+            T::augment_args(clap::Command::new("role"))
+                .render_help()
+                .to_string()
+        }
+        assert!(help::<bridge::BridgeArgs>().contains("[default: 127.0.0.1:9101]"));
+        assert!(help::<processor::ProcessorArgs>().contains("[default: 127.0.0.1:9102]"));
+        assert!(help::<operator::OperatorArgs>().contains("[default: 127.0.0.1:9103]"));
     }
 }

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use sensorfleet_operator::run::{self as operator, OperatorConfig};
 
-use super::parse_duration;
+use super::{OpsArgs, parse_duration};
 
 // The flags of `sensorfleet operator` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]
+#[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9103")))]
 pub struct OperatorArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SENSORFLEET_WATCH_NAMESPACE")]
@@ -37,13 +38,8 @@ pub struct OperatorArgs {
     /// How often an unchanged object is checked again to repair drift.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub resync: Duration,
-    /// Address of /metrics, /health/live and /health/ready.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:9103",
-        env = "SENSORFLEET_METRICS_ADDR"
-    )]
-    pub metrics_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// Runs the operator until it is signalled.
@@ -60,7 +56,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         identity,
         lease_duration: args.lease_duration,
         resync: args.resync,
-        metrics_addr: args.metrics_addr,
+        metrics_addr: args.ops.metrics_addr,
     })
     .await?;
     Ok(())

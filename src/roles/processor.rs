@@ -16,10 +16,11 @@ use sensorfleet_workers::telemetry;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{BackendArgs, Worker, parse_duration, serve};
+use super::{BackendArgs, OpsArgs, Worker, parse_duration, serve};
 
 // The flags of `sensorfleet processor` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]
+#[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9102")))]
 pub struct ProcessorArgs {
     #[command(flatten)]
     pub backends: BackendArgs,
@@ -40,13 +41,8 @@ pub struct ProcessorArgs {
     /// Readings in the moving average; a Pipeline's `processor.movingAverage`.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000), env = "SENSORFLEET_MOVING_AVERAGE")]
     pub moving_average: u16,
-    /// Address of /metrics, /health/live and /health/ready.
-    #[arg(
-        long,
-        default_value = "127.0.0.1:9102",
-        env = "SENSORFLEET_METRICS_ADDR"
-    )]
-    pub metrics_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// A window: a duration of at least one second (the window keeps ten buckets).
@@ -114,7 +110,7 @@ pub async fn run(args: ProcessorArgs, stop: impl Future<Output = ()>) -> anyhow:
     let probe: StatusProbe = Arc::new(|| vec![status("loop")]);
     serve(
         "processor",
-        (args.metrics_addr, probe),
+        (args.ops.metrics_addr, probe),
         |stopped| spawn(&args, sinks, stopped),
         stop,
     )
