@@ -74,11 +74,14 @@ impl Service {
                     return None;
                 }
                 let config = data.join("mosquitto.conf");
-                // The Stack's limits, plus persistence so sessions survive the restart.
+                // The Stack's limits, plus persistence so sessions survive the restart:
+                // written by the `mosquitto` user it drops to (without the data dir its
+                // own, it logs "Permission denied" at exit and saves nothing).
+                give_to("mosquitto", &data);
                 std::fs::write(
                     &config,
                     format!(
-                        "listener {port} 127.0.0.1\nallow_anonymous true\n\
+                        "listener {port} 127.0.0.1\nallow_anonymous true\nuser mosquitto\n\
                          max_queued_messages 0\nmax_inflight_messages 100\n\
                          message_size_limit 65536\nmax_packet_size 98304\n\
                          persistence true\npersistence_location {}/\n",
@@ -363,12 +366,19 @@ fn influx_config(data: &Path, port: u16) -> String {
 
 /// `initdb` as the postgres user, trust authentication as `scripts/testenv` does; the
 /// data dir.
-fn postgres_init(data: &Path) -> PathBuf {
+/// Hands `dir` to `user`, the account a service runs as (the tests run as root;
+/// PostgreSQL refuses root, Mosquitto drops to its own user after reading its config).
+fn give_to(user: &str, dir: &Path) {
     let chown = Command::new("chown")
-        .args(["postgres:", &data.display().to_string()])
+        .arg(format!("{user}:"))
+        .arg(dir)
         .status()
         .expect("run chown");
-    assert!(chown.success(), "chown the data dir to postgres");
+    assert!(chown.success(), "chown {} to {user}", dir.display());
+}
+
+fn postgres_init(data: &Path) -> PathBuf {
+    give_to("postgres", data);
     let pgdata = data.join("pgdata");
     let output = Command::new("setpriv")
         .args([

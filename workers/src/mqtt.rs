@@ -296,8 +296,15 @@ impl PendingAcks {
     }
 }
 
-/// Owns the MQTT event loop: forwards publishes, (re)subscribes when the broker has no
-/// session for us, and reconnects with backoff.
+/// Owns the MQTT event loop: forwards publishes, subscribes on every connection, and
+/// reconnects with a short backoff.
+///
+/// Subscribing again on a resumed session is what MQTT allows (the subscription is
+/// replaced, queued messages stay) and what Mosquitto 2.0 needs: after a restart with
+/// persistence it resumes the session (session present) and redelivers what it had
+/// queued, but routes nothing new to a restored *shared* subscription until the client
+/// subscribes again. Until then it acknowledges devices' readings that reach no bridge,
+/// so the reconnect delay is also capped low (1 s) to keep that window short.
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -305,7 +312,7 @@ async fn drive(
     index: usize,
     tx: mpsc::Sender<(usize, Publish)>,
 ) {
-    let mut backoff = Backoff::service();
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let mut connected_once = false;
     loop {
         match eventloop.poll().await {
@@ -316,10 +323,6 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
-                // Receiving only once subscribed: with a session the broker kept, now.
-                if ack.session_present {
-                    telemetry::BRIDGE_CONNECTED.set(1);
-                }
                 if index == 0 {
                     info!(
                         session_present = ack.session_present,
@@ -333,9 +336,7 @@ async fn drive(
                     );
                 }
                 connected_once = true;
-                if !ack.session_present
-                    && let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                {
+                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                     warn!(error = %e, "subscribing failed");
                 }
             }
