@@ -95,6 +95,16 @@ pub struct OpsArgs {
     pub metrics_addr: SocketAddr,
 }
 
+impl OpsArgs {
+    /// A role's own default address, for its
+    /// `#[command(mut_arg("metrics_addr", OpsArgs::default_at("127.0.0.1:9101")))]`:
+    /// clap's derive makes the field required (it has no default of its own), so this
+    /// sets the default and lifts that.
+    pub fn default_at(addr: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+        move |arg| arg.default_value(addr).required(false)
+    }
+}
+
 /// The backends of a role in its own process. The roles run as separate processes, so
 /// they need a shared event log (Kafka) and cache (Redis); the time series and registry
 /// may stay embedded (one SQLite file in --data-dir, shared by processes on one machine).

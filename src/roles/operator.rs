@@ -9,7 +9,7 @@ use super::{OpsArgs, parse_duration};
 
 // The flags of `sensorfleet operator` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]
-#[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9103")))]
+#[command(mut_arg("metrics_addr", OpsArgs::default_at("127.0.0.1:9103")))]
 pub struct OperatorArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SENSORFLEET_WATCH_NAMESPACE")]

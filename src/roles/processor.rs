@@ -20,7 +20,7 @@ use super::{BackendArgs, OpsArgs, Worker, parse_duration, serve};
 
 // The flags of `sensorfleet processor` (its help text is the subcommand's doc in main.rs).
 #[derive(clap::Args)]
-#[command(mut_arg("metrics_addr", |a| a.default_value("127.0.0.1:9102")))]
+#[command(mut_arg("metrics_addr", OpsArgs::default_at("127.0.0.1:9102")))]
 pub struct ProcessorArgs {
     #[command(flatten)]
     pub backends: BackendArgs,

@@ -304,7 +304,8 @@ impl PendingAcks {
 /// persistence it resumes the session (session present) and redelivers what it had
 /// queued, but routes nothing new to a restored *shared* subscription until the client
 /// subscribes again. Until then it acknowledges devices' readings that reach no bridge,
-/// so the reconnect delay is also capped low (1 s) to keep that window short.
+/// so the bridge retries every 50 ms (a connection attempt to a broker is cheap) to keep
+/// that window short; the log says so on the first failure and every 20th.
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -312,7 +313,7 @@ async fn drive(
     index: usize,
     tx: mpsc::Sender<(usize, Publish)>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(50));
     let mut connected_once = false;
     loop {
         match eventloop.poll().await {
@@ -346,7 +347,9 @@ async fn drive(
                 telemetry::BRIDGE_CONNECTED.set(0);
                 let delay = backoff.next_delay();
                 let retry_in_ms = delay.as_millis() as u64;
-                if connected_once {
+                if backoff.failures() % 20 != 1 {
+                    debug!(error = %e, connection = index, "MQTT broker still unreachable");
+                } else if connected_once {
                     warn!(error = %e, retry_in_ms, "MQTT connection lost; reconnecting");
                 } else {
                     warn!(error = %e, retry_in_ms, "cannot reach the MQTT broker; retrying");
