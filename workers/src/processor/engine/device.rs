@@ -108,6 +108,10 @@ pub(super) struct DeviceState {
     pub(super) alerts: Alerts,
     /// Metrics changed since last reported.
     pub(super) dirty: bool,
+    /// `last_ts_ms` came from the cache's last-seen time, not from a reading processed
+    /// here: the first reading is taken in full even if older (a backlog still in the
+    /// log), instead of counting only in the window.
+    pub(super) seeded: bool,
 }
 
 impl DeviceState {
@@ -123,6 +127,7 @@ impl DeviceState {
             anomalies: Anomalies::default(),
             alerts: Alerts::default(),
             dirty: true,
+            seeded: false,
         }
     }
 }

@@ -232,6 +232,49 @@ impl Engine {
         restored
     }
 
+    /// Whether the engine has state for the device.
+    pub fn knows(&self, device_id: &str) -> bool {
+        self.devices.contains_key(device_id)
+    }
+
+    /// Forgets every device `keep` refuses (their partitions moved to another
+    /// processor); returns how many. Their alerts and rule state stay in the registry,
+    /// where the new owner reads them.
+    pub fn forget(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let before = self.devices.len();
+        self.devices.retain(|id, _| keep(id));
+        before - self.devices.len()
+    }
+
+    /// Starts the silence clock of a device not heard from in this engine at
+    /// `last_seen_ms` (the cache's last reading time, written by the bridge), so a device
+    /// that never sends again still goes offline. A device with readings processed here
+    /// is left alone; one restored from rule state only gets its clock. Returns whether
+    /// it was seeded (not at the device cap, and no reading seen yet).
+    pub fn seed(&mut self, device_id: &str, device_type: &str, last_seen_ms: i64) -> bool {
+        if last_seen_ms <= 0 {
+            return false;
+        }
+        if let Some(device) = self.devices.get_mut(device_id) {
+            if device.last_ts_ms != 0 {
+                return false;
+            }
+            device.last_ts_ms = last_seen_ms;
+            device.first_ts_ms = last_seen_ms;
+            device.seeded = true;
+            device.dirty = true;
+            return true;
+        }
+        if self.devices.len() >= self.cfg.max_devices {
+            return false;
+        }
+        let device_type = self.intern(device_type);
+        let mut device = DeviceState::new(device_type, last_seen_ms);
+        device.seeded = true;
+        self.devices.insert(Box::from(device_id), device);
+        true
+    }
+
     /// Processes one reading.
     pub fn observe(&mut self, reading: &Reading, out: &mut Output) {
         let now = reading.ts_ms;
@@ -273,7 +316,7 @@ impl Engine {
             return;
         };
         device.dirty = true;
-        if now < device.last_ts_ms {
+        if now < device.last_ts_ms && !std::mem::take(&mut device.seeded) {
             // Older than a reading already processed (redelivered after a crash, or
             // reordered between broker connections): it counts in the window, but alert
             // state only moves forward in time, so it does not drive the lifecycle.
@@ -284,6 +327,7 @@ impl Engine {
             }
             return;
         }
+        device.seeded = false;
         device.last_ts_ms = now;
         if let Some(b) = reading.field("meta_battery_level") {
             device.battery = Some(b as f32);
