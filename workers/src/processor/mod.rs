@@ -142,7 +142,17 @@ async fn process(
     // Rule state and silence clocks are loaded per owned partition, at the first
     // assignment and at every change (see `ownership`).
     let mut owned: Option<Assignment> = None;
-    info!("processor started; waiting for partitions");
+    // The embedded log's consumer owns its partition at once; Kafka's after a poll.
+    follow(
+        consumer.as_mut(),
+        &mut owned,
+        &mut engine,
+        declarations,
+        sinks,
+        shutdown,
+    )
+    .await?;
+    info!(assigned = owned.is_some(), "processor started");
     let dead_letters = DeadLetters::new(
         "processor",
         Arc::clone(&sinks.log),
@@ -184,20 +194,15 @@ async fn process(
         if stopping && batch.is_empty() {
             break;
         }
-        let current = match consumer.assignment().await {
-            Ok(current) => current,
-            Err(e) => {
-                warn!(error = %e, "reading the partition assignment failed; keeping the devices held");
-                None
-            }
-        };
-        if let Some(assignment) = &current
-            && owned.as_ref() != Some(assignment)
-        {
-            let devices = declarations.borrow().devices.clone();
-            ownership::adopt(&mut engine, assignment, &devices, sinks, shutdown).await?;
-            owned = Some(assignment.clone());
-        }
+        let current = follow(
+            consumer.as_mut(),
+            &mut owned,
+            &mut engine,
+            declarations,
+            sinks,
+            shutdown,
+        )
+        .await?;
         let started = Instant::now();
         let mut out = Output::default();
         let mut malformed = Vec::new();
@@ -299,6 +304,34 @@ async fn process(
     }
     info!("processor stopped; everything processed is committed");
     Ok(())
+}
+
+/// Reads the consumer's assignment and, when it changed from `owned`, makes the engine
+/// hold exactly its devices. Returns the assignment just read: `None` before the group
+/// assigned anything, or when it could not be read (the devices held are kept).
+async fn follow(
+    consumer: &mut dyn LogConsumer,
+    owned: &mut Option<Assignment>,
+    engine: &mut Engine,
+    declarations: &watch::Receiver<Declarations>,
+    sinks: &ProcessorSinks,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Assignment>, BackendError> {
+    let current = match consumer.assignment().await {
+        Ok(current) => current,
+        Err(e) => {
+            warn!(error = %e, "reading the partition assignment failed; keeping the devices held");
+            return Ok(None);
+        }
+    };
+    if let Some(assignment) = &current
+        && owned.as_ref() != Some(assignment)
+    {
+        let devices = declarations.borrow().devices.clone();
+        ownership::adopt(engine, assignment, &devices, sinks, shutdown).await?;
+        *owned = Some(assignment.clone());
+    }
+    Ok(current)
 }
 
 /// Commits the consumer's position, retrying transient failures until shutdown.
