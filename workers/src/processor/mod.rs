@@ -673,6 +673,30 @@ mod tests {
         }
     }
 
+    fn metrics(id: &str, status: &str, health: f64) -> DeviceMetrics {
+        DeviceMetrics {
+            device_id: id.to_owned(),
+            health_score: health,
+            status: status.to_owned(),
+            ..DeviceMetrics::default()
+        }
+    }
+
+    #[test]
+    fn the_dashboard_counts_every_devices_metrics_not_one_processors_share() {
+        let all = [
+            metrics("a", "online", 1.0),
+            metrics("b", "offline", 0.0),
+            metrics("c", "online", 0.5),
+        ];
+        let counters = dashboard_counters(&all, 4);
+        assert_eq!(counters.active_devices, 2);
+        assert_eq!(counters.total_alerts, 4);
+        assert_eq!(counters.average_health_score, 0.5);
+        let none = dashboard_counters(&[], 0);
+        assert_eq!((none.active_devices, none.average_health_score), (0, 0.0));
+    }
+
     #[test]
     fn every_type_keeps_its_moving_average_and_window_and_the_original_keys_stay() {
         let gps = device_metrics(&report("speed_kmh"));

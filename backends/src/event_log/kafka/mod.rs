@@ -52,8 +52,9 @@
 //! producer uses.
 //!
 //! **Tail.** [`EventLog::tail`](crate::EventLog::tail) assigns every partition at its end
-//! without a `group.id`: no group is joined or created, nothing is committed, and the
-//! reader sees only what is appended after it started.
+//! (`assign`, not `subscribe`; the `group.id` librdkafka requires for that is
+//! `<topic>-tail`, never joined): no group is created on the broker, nothing is
+//! committed, and the reader sees only what is appended after it started.
 
 mod admin;
 mod config;

@@ -159,9 +159,11 @@ impl EventLog for KafkaLog {
                 detail: format!("topic {name} does not exist; create it (create_topics=true)"),
             }
         })?;
-        // No `group.id`: librdkafka then joins no group and commits nothing, so a
-        // restart leaves no group behind and starts again at the end.
+        // librdkafka's `assign` needs a `group.id`, but without `subscribe` the group is
+        // never joined, and nothing is committed: the broker keeps no group, and a
+        // restart starts again at the end.
         let consumer: StreamConsumer<ConsumerState> = client_config(&self.bootstrap, &self.options)
+            .set("group.id", format!("{name}-tail"))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create_with_context(ConsumerState::default())
