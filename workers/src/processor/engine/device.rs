@@ -108,10 +108,10 @@ pub(super) struct DeviceState {
     pub(super) alerts: Alerts,
     /// Metrics changed since last reported.
     pub(super) dirty: bool,
-    /// `last_ts_ms` came from the cache's last-seen time, not from a reading processed
-    /// here: the first reading is taken in full even if older (a backlog still in the
-    /// log), instead of counting only in the window.
-    pub(super) seeded: bool,
+    /// When the cache last saw the device (the bridge writes it), for a device adopted
+    /// from another processor or after an outage; 0 if not. Only the silence clock uses
+    /// it: the readings still in the log, older, drive the alerts as they come.
+    pub(super) seen_ms: i64,
 }
 
 impl DeviceState {
@@ -127,8 +127,14 @@ impl DeviceState {
             anomalies: Anomalies::default(),
             alerts: Alerts::default(),
             dirty: true,
-            seeded: false,
+            seen_ms: 0,
         }
+    }
+
+    /// The last time the device was heard of: its newest reading processed here, or
+    /// the cache's last-seen time if newer. What silence and `online` are measured from.
+    pub(super) fn heard_ms(&self) -> i64 {
+        self.last_ts_ms.max(self.seen_ms)
     }
 }
 

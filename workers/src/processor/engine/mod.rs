@@ -249,29 +249,33 @@ impl Engine {
     /// Starts the silence clock of a device not heard from in this engine at
     /// `last_seen_ms` (the cache's last reading time, written by the bridge), so a device
     /// that never sends again still goes offline. A device with readings processed here
-    /// is left alone; one restored from rule state only gets its clock. Returns whether
-    /// it was seeded (not at the device cap, and no reading seen yet).
+    /// is left alone; one restored from rule state only gets its clock. Readings older
+    /// than the clock (a backlog still in the log) drive its alerts as usual; they do not
+    /// turn the clock back. Returns whether it was seeded (not at the device cap, not
+    /// seeded or heard from already).
     pub fn seed(&mut self, device_id: &str, device_type: &str, last_seen_ms: i64) -> bool {
         if last_seen_ms <= 0 {
             return false;
         }
-        if let Some(device) = self.devices.get_mut(device_id) {
-            if device.last_ts_ms != 0 {
+        if !self.devices.contains_key(device_id) {
+            if self.devices.len() >= self.cfg.max_devices {
                 return false;
             }
-            device.last_ts_ms = last_seen_ms;
-            device.first_ts_ms = last_seen_ms;
-            device.seeded = true;
-            device.dirty = true;
-            return true;
+            let device_type = self.intern(device_type);
+            let device = DeviceState::new(device_type, 0);
+            self.devices.insert(Box::from(device_id), device);
         }
-        if self.devices.len() >= self.cfg.max_devices {
+        let Some(device) = self.devices.get_mut(device_id) else {
+            return false;
+        };
+        if device.heard_ms() != 0 {
             return false;
         }
-        let device_type = self.intern(device_type);
-        let mut device = DeviceState::new(device_type, last_seen_ms);
-        device.seeded = true;
-        self.devices.insert(Box::from(device_id), device);
+        device.seen_ms = last_seen_ms;
+        if device.first_ts_ms == 0 {
+            device.first_ts_ms = last_seen_ms;
+        }
+        device.dirty = true;
         true
     }
 
@@ -316,7 +320,7 @@ impl Engine {
             return;
         };
         device.dirty = true;
-        if now < device.last_ts_ms && !std::mem::take(&mut device.seeded) {
+        if now < device.last_ts_ms {
             // Older than a reading already processed (redelivered after a crash, or
             // reordered between broker connections): it counts in the window, but alert
             // state only moves forward in time, so it does not drive the lifecycle.
@@ -327,7 +331,6 @@ impl Engine {
             }
             return;
         }
-        device.seeded = false;
         device.last_ts_ms = now;
         if let Some(b) = reading.field("meta_battery_level") {
             device.battery = Some(b as f32);
@@ -401,14 +404,14 @@ impl Engine {
     /// Checks every device for silence at `now_ms`; offline devices raise `offline`.
     pub fn tick(&mut self, now_ms: i64, out: &mut Output) {
         for (device_id, device) in &mut self.devices {
-            if device.last_ts_ms == 0 {
+            if device.heard_ms() == 0 {
                 continue;
             }
             let offline_after = self
                 .declared
                 .get(&**device_id)
                 .map_or(self.cfg.default_offline_after_ms, |d| d.offline_after_ms);
-            let silent_ms = now_ms - device.last_ts_ms;
+            let silent_ms = now_ms - device.heard_ms();
             if silent_ms > offline_after {
                 if !device.alerts.is_tracked(&Source::OFFLINE) {
                     device.dirty = true;
@@ -435,7 +438,7 @@ impl Engine {
         let ids: Vec<Box<str>> = self
             .devices
             .iter()
-            .filter(|(_, d)| (all || d.dirty) && d.last_ts_ms > 0)
+            .filter(|(_, d)| (all || d.dirty) && d.heard_ms() > 0)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -463,7 +466,7 @@ impl Engine {
         let inputs = HealthInputs {
             battery_pct: device.battery.map(f64::from),
             signal_dbm: device.signal.map(f64::from),
-            age_ms: (now_ms - device.last_ts_ms).max(0),
+            age_ms: (now_ms - device.heard_ms()).max(0),
             expected_interval_ms: self
                 .declared
                 .get(device_id)
@@ -480,7 +483,7 @@ impl Engine {
             main_field: device.main.as_ref().map(|m| m.name.to_string()),
             window,
             health_score: analytics::health_score(&inputs),
-            online: now_ms - device.last_ts_ms <= offline_after,
+            online: now_ms - device.heard_ms() <= offline_after,
         }
     }
 
@@ -488,7 +491,7 @@ impl Engine {
     pub fn summary(&self, now_ms: i64) -> (u64, f64) {
         let (mut online, mut total, mut health) = (0u64, 0u64, 0.0);
         for (id, device) in &self.devices {
-            if device.last_ts_ms == 0 {
+            if device.heard_ms() == 0 {
                 continue;
             }
             let report = self.report(id, now_ms);

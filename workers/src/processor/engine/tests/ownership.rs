@@ -53,6 +53,20 @@ fn seeding_leaves_a_device_with_readings_alone_and_a_backlog_still_counts() {
     let out = step(&mut engine, &temp("behind", T0 + 10 * SEC, 35.0));
     assert_eq!(out.alerts.len(), 1, "the older reading fired: {:?}", ids(&out));
     assert_eq!(out.alerts[0].state, AlertPhase::Firing);
+    // …and does not turn the silence clock back to its own time: 5 min 20 s after the
+    // reading but 4 min 30 s after the cache saw the device, it is not offline.
+    let out = tick(&mut engine, T0 + 5 * MIN + 30 * SEC);
+    assert!(
+        out.alerts.iter().all(|a| a.device_id != "behind"),
+        "{:?}",
+        ids(&out)
+    );
+    assert!(
+        engine
+            .reports(T0 + 5 * MIN + 30 * SEC, true)
+            .iter()
+            .any(|r| r.device_id == "behind" && r.online)
+    );
 }
 
 #[test]
