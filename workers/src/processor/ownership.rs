@@ -63,14 +63,6 @@ pub(super) fn arrivals(
     (rows, clocks)
 }
 
-/// How an assignment change went, for the log.
-#[derive(Debug, Default, PartialEq)]
-pub(super) struct Adopted {
-    pub(super) forgotten: usize,
-    pub(super) restored: usize,
-    pub(super) seeded: usize,
-}
-
 /// Makes the engine hold exactly the devices of `assignment` (see the module docs).
 pub(super) async fn adopt(
     engine: &mut Engine,
@@ -78,7 +70,7 @@ pub(super) async fn adopt(
     declared: &[DeclaredDevice],
     sinks: &ProcessorSinks,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Adopted, BackendError> {
+) -> Result<(), BackendError> {
     let forgotten = engine.forget(|id| assignment.owns(id));
     let rows = retry("processor", "registry", shutdown, || {
         sinks.registry.load_rule_state()
@@ -101,11 +93,6 @@ pub(super) async fn adopt(
         .iter()
         .filter(|(id, device_type, ts)| engine.seed(id, device_type, *ts))
         .count();
-    let adopted = Adopted {
-        forgotten,
-        restored,
-        seeded,
-    };
     info!(
         partitions = ?assignment.owned,
         of = assignment.partitions,
@@ -114,7 +101,7 @@ pub(super) async fn adopt(
         seeded,
         "assignment changed; devices adopted"
     );
-    Ok(adopted)
+    Ok(())
 }
 
 #[cfg(test)]
