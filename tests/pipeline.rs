@@ -756,10 +756,14 @@ async fn after_a_rebalance_only_the_new_owner_raises_offline_and_the_dashboard_c
     let publisher = publish_live(&stack, &devices, Duration::from_secs(1), stop.clone());
     let total = devices.len() as u64;
     let api_ref = &api;
-    eventually(60, "the first processor counting every device", || async move {
-        let stats = dashboard(api_ref).await?;
-        (stats["active_devices"] == total).then_some(())
-    })
+    eventually(
+        60,
+        "the first processor counting every device",
+        || async move {
+            let stats = dashboard(api_ref).await?;
+            (stats["active_devices"] == total).then_some(())
+        },
+    )
     .await;
 
     // The second processor joins: the group rebalances and the partitions are shared.
@@ -823,14 +827,19 @@ async fn after_a_rebalance_only_the_new_owner_raises_offline_and_the_dashboard_c
         active += mine.len() as u64;
     }
     assert!(active >= total, "at least the offline alerts: {active}");
-    eventually(30, "the dashboard counting every active alert", || async move {
-        let stats = dashboard(api_ref).await?;
-        (stats["total_alerts"] == active && stats["active_devices"] == 0).then_some(stats)
-    })
+    eventually(
+        30,
+        "the dashboard counting every active alert",
+        || async move {
+            let stats = dashboard(api_ref).await?;
+            (stats["total_alerts"] == active && stats["active_devices"] == 0).then_some(stats)
+        },
+    )
     .await;
     let (a, b) = (first.log_text(), second.log_text());
     assert!(
-        a.matches("processor starting").count() == 1 && b.matches("processor starting").count() == 1,
+        a.matches("processor starting").count() == 1
+            && b.matches("processor starting").count() == 1,
         "no restart"
     );
 }
@@ -891,10 +900,14 @@ async fn a_device_silent_while_every_processor_was_down_goes_offline_when_one_re
     processor.restart();
     processor.ready(60).await;
     let quiet_ref = quiet.as_str();
-    let alert = eventually(30, "the quiet device offline after the outage", || async move {
-        let found = alerts_of(api_ref, quiet_ref, |a| a["alert_type"] == "offline").await?;
-        found.into_iter().next()
-    })
+    let alert = eventually(
+        30,
+        "the quiet device offline after the outage",
+        || async move {
+            let found = alerts_of(api_ref, quiet_ref, |a| a["alert_type"] == "offline").await?;
+            found.into_iter().next()
+        },
+    )
     .await;
     assert_eq!(alert["state"], "firing", "{alert}");
     let since: i64 = alert["id"]
@@ -920,7 +933,10 @@ async fn a_device_silent_while_every_processor_was_down_goes_offline_when_one_re
         .await
         .expect("the alerts");
     assert_eq!(quiet_alerts.len(), 1, "offline once: {quiet_alerts:?}");
-    assert_eq!(processor.log_text().matches("processor starting").count(), 2);
+    assert_eq!(
+        processor.log_text().matches("processor starting").count(),
+        2
+    );
 }
 
 /// The state of alert `id` in the run's PostgreSQL registry, read with `psql`.

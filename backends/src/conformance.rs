@@ -589,7 +589,11 @@ pub async fn event_log_suite(log: &dyn EventLog, run: &str) {
         .await
         .expect("the assignment")
         .expect("assigned, having polled");
-    assert_eq!(owned, Assignment::whole(owned.partitions), "the only member");
+    assert_eq!(
+        owned,
+        Assignment::whole(owned.partitions),
+        "the only member"
+    );
     for delivery in &got {
         assert_eq!(
             partition_of(&delivery.record.key, owned.partitions),
@@ -652,7 +656,10 @@ pub async fn event_log_suite(log: &dyn EventLog, run: &str) {
             .expect("append a marker");
         seen.extend(tail.poll(10, 500).await.expect("poll the tail"));
     }
-    assert!(!seen.is_empty(), "the tail got nothing within {LOG_DEADLINE:?}");
+    assert!(
+        !seen.is_empty(),
+        "the tail got nothing within {LOG_DEADLINE:?}"
+    );
     assert!(
         seen.iter().all(|d| d.record != alert),
         "a tail does not read what was there before it"

@@ -433,7 +433,10 @@ mod tests {
             .await
             .unwrap();
         let mut tail = log.tail(Topic::Commands).await.unwrap();
-        assert!(tail.poll(10, 20).await.unwrap().is_empty(), "history skipped");
+        assert!(
+            tail.poll(10, 20).await.unwrap().is_empty(),
+            "history skipped"
+        );
         log.append(Topic::Commands, vec![record("new")])
             .await
             .unwrap();

@@ -182,7 +182,10 @@ mod tests {
             owned: others,
         };
         assert!(!theirs.owns(key));
-        assert!(Assignment::whole(1).owns(key), "one partition holds every key");
+        assert!(
+            Assignment::whole(1).owns(key),
+            "one partition holds every key"
+        );
         assert_eq!(partition_of(key, 0), 0);
     }
 }

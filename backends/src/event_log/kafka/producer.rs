@@ -153,12 +153,14 @@ impl EventLog for KafkaLog {
 
     async fn tail(&self, topic: Topic) -> Result<Box<dyn LogConsumer>, BackendError> {
         let name = self.options.topics.name(topic).to_owned();
-        let partitions = self.admin.partitions(&name).await?.ok_or_else(|| {
-            BackendError::Rejected {
-                backend: BACKEND,
-                detail: format!("topic {name} does not exist; create it (create_topics=true)"),
-            }
-        })?;
+        let partitions =
+            self.admin
+                .partitions(&name)
+                .await?
+                .ok_or_else(|| BackendError::Rejected {
+                    backend: BACKEND,
+                    detail: format!("topic {name} does not exist; create it (create_topics=true)"),
+                })?;
         // librdkafka's `assign` needs a `group.id`, but without `subscribe` the group is
         // never joined, and nothing is committed: the broker keeps no group, and a
         // restart starts again at the end.

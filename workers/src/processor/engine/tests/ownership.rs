@@ -13,7 +13,11 @@ fn a_forgotten_device_raises_nothing_and_reports_nothing() {
     assert!(!engine.knows("moved") && engine.knows("kept"));
     let out = tick(&mut engine, T0 + 2 * MIN);
     let offline: Vec<&str> = out.alerts.iter().map(|a| a.device_id.as_str()).collect();
-    assert_eq!(offline, ["kept"], "no phantom offline for the device that moved");
+    assert_eq!(
+        offline,
+        ["kept"],
+        "no phantom offline for the device that moved"
+    );
     let reported: Vec<String> = engine
         .reports(T0 + 2 * MIN, true)
         .into_iter()
@@ -33,7 +37,10 @@ fn a_seeded_device_that_never_sends_again_goes_offline_once() {
     let out = tick(&mut engine, T0 + MIN + SEC);
     assert_eq!(
         ids(&out),
-        vec![(format!("silent/offline/{}", T0 + MIN + SEC), AlertPhase::Firing)]
+        vec![(
+            format!("silent/offline/{}", T0 + MIN + SEC),
+            AlertPhase::Firing
+        )]
     );
     assert!(tick(&mut engine, T0 + 3 * MIN).alerts.is_empty(), "once");
     let report = engine.reports(T0 + 3 * MIN, true);
@@ -46,12 +53,20 @@ fn a_seeded_device_that_never_sends_again_goes_offline_once() {
 fn seeding_leaves_a_device_with_readings_alone_and_a_backlog_still_counts() {
     let mut engine = engine_with(vec![hot_rule_now()]);
     step(&mut engine, &temp("live", T0 + MIN, 20.0));
-    assert!(!engine.seed("live", TEMP, T0), "readings processed here win");
+    assert!(
+        !engine.seed("live", TEMP, T0),
+        "readings processed here win"
+    );
     // The cache saw a reading the log still holds: the backlog, older than the seed,
     // still drives the alert lifecycle.
     assert!(engine.seed("behind", TEMP, T0 + MIN));
     let out = step(&mut engine, &temp("behind", T0 + 10 * SEC, 35.0));
-    assert_eq!(out.alerts.len(), 1, "the older reading fired: {:?}", ids(&out));
+    assert_eq!(
+        out.alerts.len(),
+        1,
+        "the older reading fired: {:?}",
+        ids(&out)
+    );
     assert_eq!(out.alerts[0].state, AlertPhase::Firing);
     // …and does not turn the silence clock back to its own time: 5 min 20 s after the
     // reading but 4 min 30 s after the cache saw the device, it is not offline.
@@ -80,7 +95,10 @@ fn a_restored_device_keeps_its_offline_alert_when_seeded() {
     let mut after = engine_with(vec![]);
     after.set_declared(&[declared("o1", "f", MIN)]);
     after.restore(&store(&rows));
-    assert!(after.seed("o1", TEMP, T0), "restored without a reading: seeded");
+    assert!(
+        after.seed("o1", TEMP, T0),
+        "restored without a reading: seeded"
+    );
     assert!(
         tick(&mut after, T0 + 3 * MIN).alerts.is_empty(),
         "the offline alert the old owner raised is not raised again"
