@@ -662,3 +662,402 @@ async fn a_rollout_of_bridges_under_their_stateful_set_ids_loses_nothing() {
     assert_eq!(stored, total);
     renamed.stop();
 }
+
+/// Readings of `devices` stamped with the wall clock, one per device every `every`, by
+/// one `mosquitto_pub -l` per device, until `stop` turns true. Live timestamps, so that
+/// short `offlineAfter` thresholds measure real silence.
+fn publish_live(
+    stack: &Stack,
+    devices: &[String],
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let port = stack.mqtt_port;
+    let run = stack.run.clone();
+    let devices = devices.to_vec();
+    std::thread::spawn(move || {
+        let mut children: Vec<(String, std::process::Child)> = devices
+            .iter()
+            .enumerate()
+            .map(|(n, device)| {
+                let child = Command::new("mosquitto_pub")
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+                    .args(["-i", &format!("{run}-live{n}"), "-l"])
+                    .args(["-t", &format!("sensors/temperature_sensor/{device}")])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .expect("run mosquitto_pub -l");
+                (device.clone(), child)
+            })
+            .collect();
+        let mut i = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let now = chrono::Utc::now().timestamp_millis();
+            // Gentle variation: no stuck-value or anomaly alert.
+            let celsius = 21.0 + f64::from(i % 7) * 0.1;
+            i += 1;
+            for (device, child) in &mut children {
+                let stdin = child.stdin.as_mut().expect("stdin");
+                writeln!(stdin, "{}", reading(device, now, celsius)).expect("write a reading");
+                stdin.flush().expect("flush");
+            }
+            std::thread::sleep(every);
+        }
+        for (_, mut child) in children {
+            drop(child.stdin.take());
+            assert!(child.wait().expect("mosquitto_pub").success());
+        }
+    })
+}
+
+/// The dashboard's numbers, once the API answers.
+async fn dashboard(api: &support::stack::RoleProcess) -> Option<serde_json::Value> {
+    let response = api.client().get("/api/dashboard/stats").await.ok()?;
+    (response.status == 200).then(|| response.json())
+}
+
+/// `offline` alerts of each device, by device id.
+async fn offline_alerts(
+    api: &support::stack::RoleProcess,
+    devices: &[String],
+) -> Option<Vec<(String, usize)>> {
+    let mut counts = Vec::with_capacity(devices.len());
+    for device in devices {
+        let found = alerts_of(api, device, |a| a["alert_type"] == "offline").await?;
+        counts.push((device.clone(), found.len()));
+    }
+    Some(counts)
+}
+
+/// Two processors in one group: the second takes over partitions from the first. While
+/// the devices send, the dashboard counts every device whichever processor writes it;
+/// once they all fall silent, each device goes `offline` exactly once — raised by its
+/// new owner, and never by the processor that lost it (which used to keep every device
+/// it had ever seen and alert on the ones it no longer received).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rebalance_only_the_new_owner_raises_offline_and_the_dashboard_counts_all() {
+    let Some(stack) = Stack::start("rebal") else {
+        return;
+    };
+    let devices: Vec<String> = (1..=12).map(|i| format!("{}-v{i:02}", stack.run)).collect();
+    let manifest = stack.manifest(
+        "fleet.yaml",
+        &support::fleet::fleet_offline_after("rebal", &devices, "6s"),
+    );
+    stack.apply(&[&manifest]);
+    let first = stack.role("processor", &[]);
+    let bridge = stack.role("bridge", &["--connections", "1"]);
+    let api = stack.role("api", &[]);
+    first.ready(60).await;
+    bridge.ready(60).await;
+    api.ready(60).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = publish_live(&stack, &devices, Duration::from_secs(1), stop.clone());
+    let total = devices.len() as u64;
+    let api_ref = &api;
+    eventually(
+        60,
+        "the first processor counting every device",
+        || async move {
+            let stats = dashboard(api_ref).await?;
+            (stats["active_devices"] == total).then_some(())
+        },
+    )
+    .await;
+
+    // The second processor joins: the group rebalances and the partitions are shared.
+    let second = stack.role("processor", &[]);
+    second.ready(60).await;
+    eventually(60, "the second processor owning partitions", || {
+        let text = second.log_text();
+        async move {
+            text.lines()
+                .any(|l| l.contains("devices adopted") && !l.contains("partitions=[]"))
+                .then_some(())
+        }
+    })
+    .await;
+    eventually(60, "the first processor left with a share", || {
+        let text = first.log_text();
+        async move {
+            text.lines()
+                .rfind(|l| l.contains("devices adopted"))
+                .filter(|l| !l.contains("partitions=[0, 1, 2]") && !l.contains("partitions=[]"))
+                .map(|_| ())
+        }
+    })
+    .await;
+    // Whole-fleet counters, whoever wrote them last: ten samples in a row count all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for sample in 0..10 {
+        let stats = dashboard(&api).await.expect("the dashboard");
+        assert_eq!(
+            stats["active_devices"], total,
+            "sample {sample}: the dashboard counts every device, not one processor's share: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+
+    // Every device falls silent: each goes offline once, by its owner only.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    publisher.join().expect("publisher");
+    let devices_ref = &devices;
+    eventually(60, "every device offline", || async move {
+        let counts = offline_alerts(api_ref, devices_ref).await?;
+        counts.iter().all(|(_, n)| *n >= 1).then_some(())
+    })
+    .await;
+    // Time for a phantom from the other processor (it ticks every second).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let counts = offline_alerts(&api, &devices).await.expect("the alerts");
+    let twice: Vec<&(String, usize)> = counts.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "one offline alert per device; a processor that lost a device alerted on it too: {twice:?}"
+    );
+    // Every active alert of the fleet, whichever processor raised it.
+    let mut active = 0;
+    for device in &devices {
+        let mine = alerts_of(&api, device, |a| {
+            a["state"] == "firing" || a["state"] == "acknowledged"
+        })
+        .await
+        .expect("the alerts");
+        active += mine.len() as u64;
+    }
+    assert!(active >= total, "at least the offline alerts: {active}");
+    eventually(
+        30,
+        "the dashboard counting every active alert",
+        || async move {
+            let stats = dashboard(api_ref).await?;
+            (stats["total_alerts"] == active && stats["active_devices"] == 0).then_some(stats)
+        },
+    )
+    .await;
+    let (a, b) = (first.log_text(), second.log_text());
+    assert!(
+        a.matches("processor starting").count() == 1
+            && b.matches("processor starting").count() == 1,
+        "no restart"
+    );
+}
+
+/// A device heard from, then silent while no processor runs (the other keeps sending):
+/// the processor that comes back seeds its silence clock from the cache and raises
+/// `offline` for it, and not for the one that kept sending. (A restarted processor used
+/// to know only devices whose records it received again, so the silent one stayed
+/// "online" forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_silent_while_every_processor_was_down_goes_offline_when_one_returns() {
+    let Some(stack) = Stack::start("outage") else {
+        return;
+    };
+    let quiet = format!("{}-quiet", stack.run);
+    let chatty = format!("{}-chatty", stack.run);
+    let both = [quiet.clone(), chatty.clone()];
+    let manifest = stack.manifest(
+        "fleet.yaml",
+        &support::fleet::fleet_offline_after("outage", &both, "4s"),
+    );
+    stack.apply(&[&manifest]);
+    let mut processor = stack.role("processor", &[]);
+    let bridge = stack.role("bridge", &["--connections", "1"]);
+    let api = stack.role("api", &[]);
+    processor.ready(60).await;
+    bridge.ready(60).await;
+    api.ready(60).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = publish_live(
+        &stack,
+        std::slice::from_ref(&chatty),
+        Duration::from_millis(500),
+        stop.clone(),
+    );
+    let hush = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let quiet_publisher = publish_live(
+        &stack,
+        std::slice::from_ref(&quiet),
+        Duration::from_millis(500),
+        hush.clone(),
+    );
+    let api_ref = &api;
+    eventually(30, "both devices processed", || async move {
+        let stats = dashboard(api_ref).await?;
+        (stats["active_devices"] == 2).then_some(())
+    })
+    .await;
+
+    // The quiet device stops sending, and at once every processor stops.
+    hush.store(true, std::sync::atomic::Ordering::SeqCst);
+    quiet_publisher.join().expect("publisher");
+    processor.stop();
+    // Longer than `offlineAfter` with no processor at all.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let restarted_ms = chrono::Utc::now().timestamp_millis();
+    processor.restart();
+    processor.ready(60).await;
+    let quiet_ref = quiet.as_str();
+    let alert = eventually(
+        30,
+        "the quiet device offline after the outage",
+        || async move {
+            let found = alerts_of(api_ref, quiet_ref, |a| a["alert_type"] == "offline").await?;
+            found.into_iter().next()
+        },
+    )
+    .await;
+    assert_eq!(alert["state"], "firing", "{alert}");
+    let since: i64 = alert["id"]
+        .as_str()
+        .and_then(|id| id.rsplit('/').next())
+        .and_then(|t| t.parse().ok())
+        .expect("an alert id ending in its start time");
+    assert!(
+        since >= restarted_ms,
+        "raised by the processor that came back, not before it stopped: {alert}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let chatty_offline = alerts_of(&api, &chatty, |a| a["alert_type"] == "offline")
+        .await
+        .expect("the alerts");
+    assert!(
+        chatty_offline.is_empty(),
+        "the device that kept sending is not offline: {chatty_offline:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    publisher.join().expect("publisher");
+    let quiet_alerts = alerts_of(&api, &quiet, |a| a["alert_type"] == "offline")
+        .await
+        .expect("the alerts");
+    assert_eq!(quiet_alerts.len(), 1, "offline once: {quiet_alerts:?}");
+    assert_eq!(
+        processor.log_text().matches("processor starting").count(),
+        2
+    );
+}
+
+/// The state of alert `id` in the run's PostgreSQL registry, read with `psql`.
+fn registry_state(stack: &Stack, id: &str) -> String {
+    let output = Command::new("psql")
+        .args([&stack.postgres_url, "-tA", "-c"])
+        .arg(format!(
+            "SELECT state FROM alerts WHERE id = '{}'",
+            id.replace('\'', "''")
+        ))
+        .output()
+        .expect("run psql");
+    assert!(
+        output.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Acknowledge and clear over the commands topic: when the API answers, the registry
+/// holds the new state already; a restarted processor does not apply the commands of
+/// its earlier life again (it used to read the whole topic from the beginning in a new
+/// consumer group per start) and leaves no consumer group behind; and commands still
+/// reach it after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_not_replayed_at_restart_and_leave_no_group_and_are_persisted_first() {
+    let Some(stack) = Stack::start("cmds") else {
+        return;
+    };
+    let base = base_ts_ms();
+    let device = format!("{}-c1", stack.run);
+    let manifest = stack.manifest(
+        "fleet.yaml",
+        &format!(
+            "{}---\n{}",
+            fleet("cmds", std::slice::from_ref(&device)),
+            too_hot_rule("cmds-hot", "cmds")
+        ),
+    );
+    stack.apply(&[&manifest]);
+    let mut processor = stack.role("processor", &[]);
+    let bridge = stack.role("bridge", &["--connections", "1"]);
+    let api = stack.role("api", &[]);
+    processor.ready(60).await;
+    bridge.ready(60).await;
+    api.ready(60).await;
+
+    let topic = format!("sensors/temperature_sensor/{device}");
+    for (i, value) in [20.0, 35.0, 36.0].into_iter().enumerate() {
+        stack
+            .broker
+            .publish(&topic, &reading(&device, base + i as i64 * 1000, value));
+    }
+    let (api_ref, device_id) = (&api, device.as_str());
+    let firing = eventually(30, "the alert firing", || async move {
+        let found = alerts_of(api_ref, device_id, |a| {
+            a["rule"] == "cmds-hot" && a["state"] == "firing"
+        })
+        .await?;
+        found.into_iter().next()
+    })
+    .await;
+    let id = firing["id"].as_str().expect("alert id").to_owned();
+    acknowledge(&api, &id).await;
+    assert_eq!(
+        registry_state(&stack, &id),
+        "acknowledged",
+        "persisted before the API answered"
+    );
+    eventually(10, "the processor logging the acknowledgement", || {
+        let text = processor.log_text();
+        async move { (text.matches("alert changed by hand").count() == 1).then_some(()) }
+    })
+    .await;
+
+    processor.stop();
+    processor.restart();
+    processor.ready(60).await;
+    eventually(30, "the restarted processor owning its partitions", || {
+        let text = processor.log_text();
+        async move { (text.matches("devices adopted").count() >= 2).then_some(()) }
+    })
+    .await;
+    // Time for a replay, had there been one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = processor.log_text();
+    let second_life = log.rsplit("processor starting").next().unwrap_or_default();
+    assert!(
+        !second_life.contains("alert changed by hand"),
+        "the restarted processor applied an old command again: {second_life}"
+    );
+
+    let admin = sensorfleet_backends::event_log::kafka::KafkaAdmin::connect(
+        &stack.kafka_url,
+        &sensorfleet_backends::event_log::kafka::KafkaOptions::default(),
+    )
+    .expect("a Kafka admin client");
+    let groups: Vec<String> = admin
+        .consumer_groups()
+        .await
+        .expect("the consumer groups")
+        .into_iter()
+        .filter(|g| g.starts_with(&stack.run))
+        .collect();
+    assert_eq!(
+        groups,
+        [format!("{}-processor", stack.run)],
+        "only the readings group: no group per start for the commands"
+    );
+
+    // After the restart a command still arrives, and is stored before the answer.
+    let path = format!("/api/alerts/{}/clear", id.replace('/', "%2F"));
+    let cleared = api.client().post(&path).await.expect("clear");
+    assert_eq!(
+        cleared.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&cleared.body)
+    );
+    assert_eq!(cleared.json()["state"], "resolved");
+    assert_eq!(registry_state(&stack, &id), "resolved");
+    drop(bridge);
+}

@@ -12,8 +12,8 @@ use sensorfleet_model::analytics::alert::Threshold;
 use sensorfleet_model::{Alert, AlertKind, AlertPhase, Reading, Severity};
 
 use crate::{
-    Cache, Delivery, DeviceMetrics, DeviceRecord, EventLog, HistoryQuery, LiveEvent, LogConsumer,
-    Record, Registry, TimeSeries, Topic,
+    Assignment, Cache, Delivery, DeviceMetrics, DeviceRecord, EventLog, HistoryQuery, LiveEvent,
+    LogConsumer, Record, Registry, TimeSeries, Topic, partition_of,
 };
 
 /// The URL of a real service a test runs against, from the environment variable `var`
@@ -250,6 +250,8 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
     );
 
     let id = format!("{run}-dev-1/too-hot/1");
+    // Relative: the registry may be shared with other tests that keep their alerts.
+    let active_before = registry.active_alert_count().await.expect("count");
     registry
         .record_alerts(&[alert(
             &id,
@@ -259,6 +261,11 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
         )])
         .await
         .expect("alert");
+    assert_eq!(
+        registry.active_alert_count().await.expect("count"),
+        active_before + 1,
+        "a firing alert is active"
+    );
     registry
         .record_alerts(&[alert(
             &id,
@@ -268,6 +275,11 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
         )])
         .await
         .expect("alert update");
+    assert_eq!(
+        registry.active_alert_count().await.expect("count"),
+        active_before,
+        "a resolved alert is not"
+    );
     let stored = registry.alert(&id).await.expect("alert").expect("present");
     assert_eq!(
         stored.state,
@@ -571,6 +583,25 @@ pub async fn event_log_suite(log: &dyn EventLog, run: &str) {
     let got = poll_exactly(other.as_mut(), 121, "another group").await;
     assert_per_key(&got, &keys[1..], 0..30, "another group");
     assert_per_key(&got, &keys[..1], 0..31, "another group");
+    // Its only member owns every partition, and each key is where the partitioner says.
+    let owned = other
+        .assignment()
+        .await
+        .expect("the assignment")
+        .expect("assigned, having polled");
+    assert_eq!(
+        owned,
+        Assignment::whole(owned.partitions),
+        "the only member"
+    );
+    for delivery in &got {
+        assert_eq!(
+            partition_of(&delivery.record.key, owned.partitions),
+            delivery.partition,
+            "{} is in the partition partition_of computes",
+            delivery.record.key
+        );
+    }
 
     // Dead letters carry the reason in a header; alerts are a topic of their own.
     let reject = Record {
@@ -610,6 +641,30 @@ pub async fn event_log_suite(log: &dyn EventLog, run: &str) {
         .expect("subscribe to alerts");
     let got = poll_exactly(alerts.as_mut(), 1, "the alerts topic").await;
     assert_eq!(got[0].record, alert);
+
+    // A tail reads only what comes after it (it may take a moment to find the end:
+    // markers are appended until the first arrives), and commits nothing.
+    let mut tail = log.tail(Topic::Alerts).await.expect("tail");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + LOG_DEADLINE;
+    let mut n = 0;
+    while seen.is_empty() && Instant::now() < deadline {
+        let marker = log_record(&keys[1], 100 + n);
+        n += 1;
+        log.append(Topic::Alerts, vec![marker])
+            .await
+            .expect("append a marker");
+        seen.extend(tail.poll(10, 500).await.expect("poll the tail"));
+    }
+    assert!(
+        !seen.is_empty(),
+        "the tail got nothing within {LOG_DEADLINE:?}"
+    );
+    assert!(
+        seen.iter().all(|d| d.record != alert),
+        "a tail does not read what was there before it"
+    );
+    tail.commit().await.expect("a tail's commit is a no-op");
 }
 
 #[cfg(test)]

@@ -36,6 +36,6 @@ pub mod url;
 
 pub use cache::{Cache, DashboardCounters, DeviceMetrics, LiveEvent};
 pub use error::BackendError;
-pub use event_log::{Delivery, EventLog, LogConsumer, Record, Topic};
+pub use event_log::{Assignment, Delivery, EventLog, LogConsumer, Record, Topic, partition_of};
 pub use registry::{DeviceRecord, Registry};
 pub use timeseries::{HistoryQuery, Point, TimeSeries};

@@ -21,11 +21,17 @@ pub fn reading(device: &str, ts_ms: i64, celsius: f64) -> String {
 
 /// A SensorFleet of temperature sensors `ids` (publishing every second, offline after 5 min).
 pub fn fleet(name: &str, ids: &[String]) -> String {
+    fleet_offline_after(name, ids, "5m")
+}
+
+/// A SensorFleet of temperature sensors `ids` publishing every second, offline after
+/// `offline_after` (a duration such as `4s`).
+pub fn fleet_offline_after(name: &str, ids: &[String], offline_after: &str) -> String {
     let devices: Vec<String> = ids.iter().map(|id| format!("    - {{id: {id}}}")).collect();
     format!(
         "apiVersion: iot.sensorfleet.dev/v1alpha1\nkind: SensorFleet\nmetadata: {{name: {name}}}\n\
          spec:\n  deviceType: temperature_sensor\n  location: Lab\n  publishInterval: 1s\n  \
-         offlineAfter: 5m\n  devices:\n{}\n",
+         offlineAfter: {offline_after}\n  devices:\n{}\n",
         devices.join("\n")
     )
 }

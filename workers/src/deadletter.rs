@@ -344,6 +344,10 @@ mod tests {
             Err(BackendError::Closed("flaky"))
         }
 
+        async fn tail(&self, _: Topic) -> Result<Box<dyn LogConsumer>, BackendError> {
+            Err(BackendError::Closed("flaky"))
+        }
+
         fn name(&self) -> &'static str {
             "flaky"
         }

@@ -16,7 +16,11 @@
 //!   past retention. [`MemoryLog::recent`] reads them without a consumer.
 //!
 //! A group has one consumer at a time: the log is one partition, and a second member
-//! would only idle in Kafka too, so it is refused with a clear error instead.
+//! would only idle in Kafka too, so it is refused with a clear error instead. A consumer
+//! owns that one partition, always ([`Assignment::whole`]).
+//!
+//! A [`EventLog::tail`] reader has no group: it starts at the next offset appended and
+//! holds nothing back (it counts for no topic's back-pressure).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::pin;
@@ -26,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{Delivery, EventLog, LogConsumer, Record, Topic};
+use super::{Assignment, Delivery, EventLog, LogConsumer, Record, Topic};
 use crate::BackendError;
 
 const BACKEND: &str = "embedded event log";
@@ -224,7 +228,17 @@ impl EventLog for MemoryLog {
         drop(state);
         Ok(Box::new(MemoryConsumer {
             log,
-            group: group.to_owned(),
+            group: Some(group.to_owned()),
+            position,
+        }))
+    }
+
+    async fn tail(&self, topic: Topic) -> Result<Box<dyn LogConsumer>, BackendError> {
+        let log = Arc::clone(self.topic(topic));
+        let position = lock(&log.state).next_offset();
+        Ok(Box::new(MemoryConsumer {
+            log,
+            group: None,
             position,
         }))
     }
@@ -236,7 +250,8 @@ impl EventLog for MemoryLog {
 
 struct MemoryConsumer {
     log: Arc<TopicLog>,
-    group: String,
+    /// `None` for a tail reader.
+    group: Option<String>,
     /// The next offset to read; everything before it was polled.
     position: u64,
 }
@@ -284,13 +299,20 @@ impl LogConsumer for MemoryConsumer {
     }
 
     async fn commit(&mut self) -> Result<(), BackendError> {
+        let Some(name) = &self.group else {
+            return Ok(());
+        };
         let mut state = lock(&self.log.state);
-        if let Some(group) = state.groups.get_mut(&self.group) {
+        if let Some(group) = state.groups.get_mut(name) {
             group.committed = group.committed.max(self.position);
         }
         drop(state);
         self.log.space.notify_waiters();
         Ok(())
+    }
+
+    async fn assignment(&mut self) -> Result<Option<Assignment>, BackendError> {
+        Ok(Some(Assignment::whole(1)))
     }
 }
 
@@ -298,7 +320,8 @@ impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         // What was polled and not committed stays uncommitted: the group's next
         // consumer starts from the committed offset and gets it again.
-        if let Some(group) = lock(&self.log.state).groups.get_mut(&self.group) {
+        let Some(name) = &self.group else { return };
+        if let Some(group) = lock(&self.log.state).groups.get_mut(name) {
             group.has_member = false;
         }
     }
@@ -401,6 +424,30 @@ mod tests {
         );
         drop(consumer);
         assert!(log.subscribe(Topic::Readings, "g").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_tail_reads_only_what_comes_after_it_and_leaves_no_group() {
+        let log = MemoryLog::new(10);
+        log.append(Topic::Commands, vec![record("old")])
+            .await
+            .unwrap();
+        let mut tail = log.tail(Topic::Commands).await.unwrap();
+        assert!(
+            tail.poll(10, 20).await.unwrap().is_empty(),
+            "history skipped"
+        );
+        log.append(Topic::Commands, vec![record("new")])
+            .await
+            .unwrap();
+        let batch = tail.poll(10, 100).await.unwrap();
+        assert_eq!(keys(&batch), ["new"]);
+        assert_eq!(batch[0].offset, 1);
+        tail.commit().await.unwrap();
+        drop(tail);
+        assert!(lock(&log.commands.state).groups.is_empty());
+        let mut again = log.tail(Topic::Commands).await.unwrap();
+        assert!(again.poll(10, 20).await.unwrap().is_empty(), "no replay");
     }
 
     #[tokio::test]

@@ -4,6 +4,11 @@
 //! Records are keyed by device id so one device's readings stay in order. A consumer
 //! commits only after its sinks have flushed: what was polled but not committed is
 //! delivered again after a restart (at-least-once), which the idempotent stores absorb.
+//!
+//! Several consumers of one group share a topic's partitions; each can say which it owns
+//! now ([`LogConsumer::assignment`]), and [`Assignment::owns`] maps a key to its
+//! partition as the producer does, so a consumer can tell which devices are its own
+//! without having seen a record of them.
 
 pub mod kafka;
 pub mod memory;
@@ -75,6 +80,11 @@ pub trait EventLog: Send + Sync {
         group: &str,
     ) -> Result<Box<dyn LogConsumer>, BackendError>;
 
+    /// Reads `topic` from its end on, across all partitions, without a consumer group:
+    /// only what is appended after the call, nothing committed, no group left behind.
+    /// For a broadcast every process reads once, live (the alert commands).
+    async fn tail(&self, topic: Topic) -> Result<Box<dyn LogConsumer>, BackendError>;
+
     /// Short name for logs and health, e.g. `memory` or `kafka`.
     fn name(&self) -> &'static str;
 }
@@ -86,5 +96,96 @@ pub trait LogConsumer: Send {
     async fn poll(&mut self, max: usize, wait_ms: u64) -> Result<Vec<Delivery>, BackendError>;
 
     /// Marks everything polled so far as processed. Call only after the sinks flushed.
+    /// A [`EventLog::tail`] reader has nothing to commit.
     async fn commit(&mut self) -> Result<(), BackendError>;
+
+    /// The partitions this consumer owns now, `None` before its group gave it any. It
+    /// changes after a rebalance; compare with the last one seen.
+    async fn assignment(&mut self) -> Result<Option<Assignment>, BackendError>;
+}
+
+/// The partitions a consumer owns, of how many the topic has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Partitions of the topic.
+    pub partitions: u32,
+    /// Those owned, ascending.
+    pub owned: Vec<u32>,
+}
+
+impl Assignment {
+    /// Every partition of a topic of `partitions`.
+    pub fn whole(partitions: u32) -> Self {
+        Self {
+            partitions,
+            owned: (0..partitions).collect(),
+        }
+    }
+
+    /// Whether partition `partition` is owned.
+    pub fn has(&self, partition: u32) -> bool {
+        self.owned.binary_search(&partition).is_ok()
+    }
+
+    /// Whether records keyed `key` land in an owned partition.
+    pub fn owns(&self, key: &str) -> bool {
+        self.has(partition_of(key, self.partitions))
+    }
+}
+
+/// The partition the producer puts a record keyed `key` in, of `partitions`: librdkafka's
+/// default partitioner (`consistent_random`), CRC-32 of the key modulo the partition
+/// count. (An empty key goes to a random partition there; here to 0, and no device has
+/// an empty id.)
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    if partitions == 0 || key.is_empty() {
+        return 0;
+    }
+    crc32(key.as_bytes()) % partitions
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32` and librdkafka's `rd_crc32`).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_is_the_ieee_checksum() {
+        // The standard check value, and zlib's crc32 of a short id.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"a"), 0xE8B7_BE43);
+    }
+
+    #[test]
+    fn a_key_maps_to_one_owned_partition_of_the_assignment() {
+        let key = "device-17";
+        let p = partition_of(key, 3);
+        assert!(p < 3);
+        assert_eq!(p, crc32(key.as_bytes()) % 3);
+        assert!(Assignment::whole(3).owns(key));
+        let others: Vec<u32> = (0..3).filter(|&q| q != p).collect();
+        let theirs = Assignment {
+            partitions: 3,
+            owned: others,
+        };
+        assert!(!theirs.owns(key));
+        assert!(
+            Assignment::whole(1).owns(key),
+            "one partition holds every key"
+        );
+        assert_eq!(partition_of(key, 0), 0);
+    }
 }

@@ -63,6 +63,10 @@ pub trait Registry: Send + Sync {
     /// One alert by id.
     async fn alert(&self, id: &str) -> Result<Option<Alert>, BackendError>;
 
+    /// How many alerts are firing or acknowledged, of every device: the dashboard's
+    /// `total_alerts`, whichever processor holds them.
+    async fn active_alert_count(&self) -> Result<u64, BackendError>;
+
     /// Saves rule state rows `(device_id, source, state JSON)`; `None` deletes the row.
     async fn save_rule_state(
         &self,

@@ -521,6 +521,16 @@ impl Registry for PostgresRegistry {
         bodies.iter().map(|body| alert_from_body(body)).collect()
     }
 
+    async fn active_alert_count(&self) -> Result<u64, BackendError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alerts WHERE state IN ('firing', 'acknowledged')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
     async fn alert(&self, id: &str) -> Result<Option<Alert>, BackendError> {
         let body: Option<String> =
             sqlx::query_scalar("SELECT body::text FROM alerts WHERE id = $1")

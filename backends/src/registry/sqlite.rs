@@ -208,6 +208,16 @@ impl Registry for SqliteStore {
         rows.iter().map(|body| alert_from_body(body)).collect()
     }
 
+    async fn active_alert_count(&self) -> Result<u64, BackendError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alerts WHERE state IN ('firing', 'acknowledged')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
     async fn alert(&self, id: &str) -> Result<Option<Alert>, BackendError> {
         let body: Option<String> = sqlx::query_scalar("SELECT body FROM alerts WHERE id = ?")
             .bind(id)

@@ -1,8 +1,14 @@
 //! Acknowledge and clear, from any API process: the API appends an
 //! [`AlertCommandRecord`] to the event log's commands topic (the embedded log serves it
-//! too), and every processor reads every command in a consumer group of its own. The one
-//! holding the alert applies it and records the new state in the registry, which is what
-//! the API waits for.
+//! too), and every processor reads every command. The one holding the alert's device
+//! (see `ownership`) applies it and records the new state in the registry before
+//! anything else, which is what the API waits for before it answers.
+//!
+//! The reader is a tail of the topic ([`EventLog::tail`]): no consumer group, nothing
+//! committed, only commands appended after the processor started. So a restart neither
+//! replays the command history nor leaves a group behind (one per start, as a group of
+//! its own per process did). A command sent while no processor runs is not applied
+//! later: the API has answered it with a timeout already.
 
 use std::sync::Arc;
 
@@ -26,28 +32,14 @@ pub(super) struct AlertCommand {
     pub reply: oneshot::Sender<Result<Alert, CommandError>>,
 }
 
-/// The consumer group of this process's command reader: every processor reads every
-/// command, so the group is its own (the host name, a pod's name in Kubernetes, and the
-/// process id).
-pub(super) fn group(processor_group: &str) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|| "host".to_owned());
-    format!("{processor_group}-commands-{host}-{}", std::process::id())
-}
-
-/// Passes the commands topic to the engine until `stop`.
+/// Passes the commands appended from now on to the engine until `stop`.
 pub(super) async fn relay(
     log: Arc<dyn EventLog>,
-    group: String,
     engine: mpsc::Sender<AlertCommand>,
     mut stop: watch::Receiver<bool>,
 ) {
     let subscribed = retry("processor", "event log", &mut stop, || {
-        log.subscribe(Topic::Commands, &group)
+        log.tail(Topic::Commands)
     })
     .await;
     let mut consumer = match subscribed {
@@ -93,15 +85,16 @@ pub(super) async fn relay(
             if engine.send(request).await.is_err() {
                 return;
             }
-            // Not ours (another replica holds it) or already changed: nothing to do.
-            if let Ok(Ok(alert)) = answer.await {
-                info!(alert_id = %alert.id, state = alert.state.as_str(), "alert changed by hand");
+            match answer.await {
+                Ok(Ok(alert)) => {
+                    info!(alert_id = %alert.id, state = alert.state.as_str(), "alert changed by hand")
+                }
+                Ok(Err(e @ CommandError::NotPersisted(_))) => {
+                    warn!(error = %e, "an alert command was not stored; the API reports a timeout")
+                }
+                // Not ours (another replica holds it) or already changed: nothing to do.
+                Ok(Err(CommandError::NotFound(_))) | Err(_) => {}
             }
-        }
-        if !deliveries.is_empty()
-            && let Err(e) = consumer.commit().await
-        {
-            warn!(error = %e, "committing the alert command position failed");
         }
     }
 }

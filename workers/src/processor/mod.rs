@@ -9,12 +9,18 @@
 //!
 //! Beside the loop run the [`declarations`] refresh (devices and rules from the registry)
 //! and the [`commands`] reader (acknowledge and clear from the event log).
+//!
+//! Several processors share the readings: each holds the devices of the partitions it
+//! owns, and adopts or forgets devices when that changes ([`ownership`]). Dashboard
+//! counters are computed from the whole cache and registry, not from a processor's own
+//! devices ([`dashboard_counters`]), so every processor writes the same numbers.
 
 pub mod admit;
 pub mod backtest;
 mod commands;
 pub mod declarations;
 pub mod engine;
+mod ownership;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use sensorfleet_backends::backoff::Backoff;
 use sensorfleet_backends::{
-    BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog, LogConsumer,
-    Record, Registry, Topic,
+    Assignment, BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog,
+    LogConsumer, Record, Registry, Topic,
 };
 use sensorfleet_model::{AlertAction, CompiledRule, Reading};
 use tokio::sync::{mpsc, watch};
@@ -53,7 +59,7 @@ pub struct ProcessorSinks {
 /// Processor settings.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
-    /// Consumer group of the readings; the command reader's is derived from it.
+    /// Consumer group of the readings (the command reader has none: it reads from the end).
     pub group: String,
     /// How often devices and rules are re-read from the registry.
     pub refresh: Duration,
@@ -103,7 +109,6 @@ pub async fn run(
     let (commands_tx, mut commands) = mpsc::channel(64);
     let relay = tokio::spawn(commands::relay(
         sinks.log.clone(),
-        commands::group(&config.group),
         commands_tx,
         helpers_stopped,
     ));
@@ -134,12 +139,20 @@ async fn process(
     .await?;
     let mut engine = Engine::new(config.engine.clone());
     apply_declarations(&mut engine, &declarations.borrow_and_update());
-    let rows = retry("processor", "registry", shutdown, || {
-        sinks.registry.load_rule_state()
-    })
+    // Rule state and silence clocks are loaded per owned partition, at the first
+    // assignment and at every change (see `ownership`).
+    let mut owned: Option<Assignment> = None;
+    // The embedded log's consumer owns its partition at once; Kafka's after a poll.
+    follow(
+        consumer.as_mut(),
+        &mut owned,
+        &mut engine,
+        declarations,
+        sinks,
+        shutdown,
+    )
     .await?;
-    let restored = engine.restore(&rows);
-    info!(restored, "processor started; rule state restored");
+    info!(assigned = owned.is_some(), "processor started");
     let dead_letters = DeadLetters::new(
         "processor",
         Arc::clone(&sinks.log),
@@ -181,12 +194,25 @@ async fn process(
         if stopping && batch.is_empty() {
             break;
         }
+        let current = follow(
+            consumer.as_mut(),
+            &mut owned,
+            &mut engine,
+            declarations,
+            sinks,
+            shutdown,
+        )
+        .await?;
         let started = Instant::now();
         let mut out = Output::default();
         let mut malformed = Vec::new();
         let mut newest_ts = 0;
         let received = now_ms();
         for delivery in &batch {
+            // Polled before its partition was revoked: not committed, the new owner's.
+            if current.as_ref().is_some_and(|a| !a.has(delivery.partition)) {
+                continue;
+            }
             match serde_json::from_slice::<Reading>(&delivery.record.payload) {
                 Ok(mut reading) => {
                     let declared = declared_types.get(&reading.device_id).map(String::as_str);
@@ -245,7 +271,7 @@ async fn process(
             engine.tick(now, &mut out);
             // Every device every 10 ticks, so health decays for silent devices too.
             reports = engine.reports(now, ticks.is_multiple_of(10));
-            dashboard = Some(dashboard_counters(&engine, now));
+            dashboard = whole_dashboard(sinks, now).await;
             telemetry::PROCESSOR_DEVICES.set(engine.device_count() as i64);
             telemetry::PROCESSOR_LAST_TICK.set(now / 1000);
             telemetry::PROCESSOR_STATE_BYTES.set(engine.state_bytes() as i64);
@@ -278,6 +304,34 @@ async fn process(
     }
     info!("processor stopped; everything processed is committed");
     Ok(())
+}
+
+/// Reads the consumer's assignment and, when it changed from `owned`, makes the engine
+/// hold exactly its devices. Returns the assignment just read: `None` before the group
+/// assigned anything, or when it could not be read (the devices held are kept).
+async fn follow(
+    consumer: &mut dyn LogConsumer,
+    owned: &mut Option<Assignment>,
+    engine: &mut Engine,
+    declarations: &watch::Receiver<Declarations>,
+    sinks: &ProcessorSinks,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Assignment>, BackendError> {
+    let current = match consumer.assignment().await {
+        Ok(current) => current,
+        Err(e) => {
+            warn!(error = %e, "reading the partition assignment failed; keeping the devices held");
+            return Ok(None);
+        }
+    };
+    if let Some(assignment) = &current
+        && owned.as_ref() != Some(assignment)
+    {
+        let devices = declarations.borrow().devices.clone();
+        ownership::adopt(engine, assignment, &devices, sinks, shutdown).await?;
+        *owned = Some(assignment.clone());
+    }
+    Ok(current)
 }
 
 /// Commits the consumer's position, retrying transient failures until shutdown.
@@ -315,12 +369,35 @@ fn apply_declarations(engine: &mut Engine, declared: &Declarations) {
     engine.set_rules(declared.rules.clone());
 }
 
-/// Online devices, active alerts and the mean health of every known device.
-fn dashboard_counters(engine: &Engine, now: i64) -> DashboardCounters {
-    let (online, average) = engine.summary(now);
+/// The dashboard of the whole fleet, from every device's metrics (each written by the
+/// device's owner) and the registry's active alerts: every processor computes the same,
+/// so whichever writes last is right. `None` (nothing written) when either is unreadable.
+async fn whole_dashboard(sinks: &ProcessorSinks, now: i64) -> Option<DashboardCounters> {
+    let read = async {
+        let metrics = sinks.cache.all_metrics(now).await?;
+        let active = sinks.registry.active_alert_count().await?;
+        Ok::<_, BackendError>(dashboard_counters(&metrics, active))
+    };
+    match read.await {
+        Ok(counters) => Some(counters),
+        Err(e) => {
+            warn!(error = %e, "reading the fleet for the dashboard failed; counters not refreshed");
+            None
+        }
+    }
+}
+
+/// Online devices and their mean health, of all devices' `metrics`, and `active_alerts`.
+fn dashboard_counters(metrics: &[DeviceMetrics], active_alerts: u64) -> DashboardCounters {
+    let online = metrics.iter().filter(|m| m.status == "online").count() as u64;
+    let average = if metrics.is_empty() {
+        0.0
+    } else {
+        metrics.iter().map(|m| m.health_score).sum::<f64>() / metrics.len() as f64
+    };
     DashboardCounters {
         active_devices: online,
-        total_alerts: engine.active_alerts() as u64,
+        total_alerts: active_alerts,
         average_health_score: (average * 1000.0).round() / 1000.0,
     }
 }
@@ -344,7 +421,9 @@ async fn handle_command(
     let answer = match result {
         Ok(()) => {
             let alert = out.alerts.first().cloned();
-            if let Err(e) = flush(
+            // The registry is written first; only once it holds the new state is the
+            // command answered as done (the API waits for that state too).
+            match flush(
                 sinks,
                 dead_letters,
                 &mut out,
@@ -356,9 +435,16 @@ async fn handle_command(
             )
             .await
             {
-                warn!(error = %e, "writing an acknowledged or cleared alert failed");
+                Ok(0) => alert.ok_or_else(|| CommandError::NotFound(id.clone())),
+                Ok(_) => Err(CommandError::NotPersisted(format!(
+                    "the {} refused the alert's new state",
+                    sinks.registry.name()
+                ))),
+                Err(e) => {
+                    warn!(error = %e, "writing an acknowledged or cleared alert failed");
+                    Err(CommandError::NotPersisted(e.to_string()))
+                }
             }
-            alert.ok_or_else(|| CommandError::NotFound(String::new()))
         }
         Err(e) => Err(e),
     };
@@ -381,7 +467,8 @@ fn refused_letter(key: &str, payload: Vec<u8>, sink: &str, refused: &Refused) ->
 
 /// Writes one batch's results. Each sink holds while it is unavailable or misconfigured,
 /// until it accepts or shutdown; what it refuses for its content is dead-lettered, with
-/// `rejected` (records the batch itself refused).
+/// `rejected` (records the batch itself refused). Alerts go to the registry before the
+/// cache and the log; returns how many alerts the registry refused.
 #[allow(clippy::too_many_arguments)]
 async fn flush(
     sinks: &ProcessorSinks,
@@ -392,8 +479,9 @@ async fn flush(
     rejected: Vec<Record>,
     now: i64,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), BackendError> {
+) -> Result<usize, BackendError> {
     let mut letters = rejected;
+    let mut registry_refused = 0;
     let json = |value: &serde_json::Value| serde_json::to_vec(value).unwrap_or_default();
     if !out.new_devices.is_empty() {
         let devices: Vec<DeviceRecord> = out
@@ -447,6 +535,7 @@ async fn flush(
             sinks.registry.record_alerts(&alerts[range])
         })
         .await?;
+        registry_refused = registry.len();
         let cache = write_isolating("processor", "cache", alerts.len(), shutdown, |range| {
             sinks.cache.push_alerts(&alerts[range])
         })
@@ -540,7 +629,7 @@ async fn flush(
         }
         dead_letters.send(letters).await;
     }
-    Ok(())
+    Ok(registry_refused)
 }
 
 fn device_metrics(report: &DeviceReport) -> DeviceMetrics {
@@ -582,6 +671,30 @@ mod tests {
             health_score: 0.8,
             online: true,
         }
+    }
+
+    fn metrics(id: &str, status: &str, health: f64) -> DeviceMetrics {
+        DeviceMetrics {
+            device_id: id.to_owned(),
+            health_score: health,
+            status: status.to_owned(),
+            ..DeviceMetrics::default()
+        }
+    }
+
+    #[test]
+    fn the_dashboard_counts_every_devices_metrics_not_one_processors_share() {
+        let all = [
+            metrics("a", "online", 1.0),
+            metrics("b", "offline", 0.0),
+            metrics("c", "online", 0.5),
+        ];
+        let counters = dashboard_counters(&all, 4);
+        assert_eq!(counters.active_devices, 2);
+        assert_eq!(counters.total_alerts, 4);
+        assert_eq!(counters.average_health_score, 0.5);
+        let none = dashboard_counters(&[], 0);
+        assert_eq!((none.active_devices, none.average_health_score), (0, 0.0));
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl fmt::Display for TopicReport {
 /// Topic administration without a producer: create, grow and inspect topics. Used by
 /// [`KafkaLog::connect`] and by the operator, which grows the readings topic as devices
 /// are declared.
+#[derive(Clone)]
 pub struct KafkaAdmin {
     client: Arc<AdminClient<LogContext>>,
     replication: Option<u16>,
@@ -241,6 +242,28 @@ impl KafkaAdmin {
         }
         info!(topic, partitions, "created Kafka topic");
         Ok(true)
+    }
+
+    /// The names of the consumer groups the cluster knows (with members or committed
+    /// offsets), sorted: what an operator audits for groups nobody uses any more.
+    pub async fn consumer_groups(&self) -> Result<Vec<String>, BackendError> {
+        let client = Arc::clone(&self.client);
+        let timeout = self.timeout;
+        // librdkafka's group list call blocks its thread.
+        let list = tokio::task::spawn_blocking(move || {
+            client.inner().fetch_group_list(None, timeout).map(|list| {
+                list.groups()
+                    .iter()
+                    .map(|g| g.name().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| unavailable(format!("group list task: {e}")))?
+        .map_err(|e| classify(&e, "listing consumer groups"))?;
+        let mut names = list;
+        names.sort();
+        Ok(names)
     }
 
     /// Deletes topics (tests clean up their own); missing ones are ignored.

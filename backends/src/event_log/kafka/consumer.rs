@@ -1,5 +1,7 @@
 //! A consumer-group member: polling, per-partition offsets, commits that skip revoked
-//! partitions.
+//! partitions, and the current assignment (kept by the rebalance callbacks, its
+//! partition count read from the cluster when it changed). Also the group-less tail
+//! reader of [`EventLog::tail`](crate::EventLog::tail).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,9 +20,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::LogContext;
+use super::admin::KafkaAdmin;
 use super::error::{classify, unavailable};
 use crate::BackendError;
-use crate::event_log::{Delivery, LogConsumer, Record};
+use crate::event_log::{Assignment, Delivery, LogConsumer, Record};
 
 /// The consumer's context: logging, plus the offsets polled but not yet committed, which
 /// a revocation drops (see the module docs).
@@ -29,14 +32,48 @@ pub(super) struct ConsumerState {
     log: LogContext,
     /// Partition → the offset after the last record polled from it.
     uncommitted: Mutex<HashMap<i32, i64>>,
+    /// The partitions owned, and a generation counted up at every change.
+    assigned: Mutex<Owned>,
+}
+
+#[derive(Default)]
+struct Owned {
+    generation: u64,
+    /// `None` until the group assigned something.
+    partitions: Option<Vec<u32>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere leaves it usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ConsumerState {
     fn uncommitted(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i64>> {
-        // Plain data: a panic elsewhere leaves it usable.
-        self.uncommitted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.uncommitted)
+    }
+
+    /// Adds (`assign`) or removes partitions: union and difference, so eager (revoke
+    /// all, assign all) and incremental rebalances both leave the current set.
+    fn change(&self, list: &TopicPartitionList, assign: bool) {
+        let mut owned = lock(&self.assigned);
+        let mut partitions = owned.partitions.take().unwrap_or_default();
+        for element in list.elements() {
+            let Ok(partition) = u32::try_from(element.partition()) else {
+                continue;
+            };
+            if assign {
+                partitions.push(partition);
+            } else {
+                partitions.retain(|&p| p != partition);
+            }
+        }
+        partitions.sort_unstable();
+        partitions.dedup();
+        owned.partitions = Some(partitions);
+        owned.generation += 1;
     }
 }
 
@@ -53,6 +90,8 @@ impl ClientContext for ConsumerState {
 impl ConsumerContext for ConsumerState {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
+            // Before the revocation completes: from now on nothing of these is ours.
+            self.change(revoked, false);
             let mut uncommitted = self.uncommitted();
             let mut dropped = 0;
             for element in revoked.elements() {
@@ -67,12 +106,25 @@ impl ConsumerContext for ConsumerState {
             }
         }
     }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(assigned) = rebalance {
+            self.change(assigned, true);
+            info!(partitions = assigned.count(), "partitions assigned");
+        }
+    }
 }
 
 pub(super) struct KafkaConsumer {
     pub(super) consumer: Arc<StreamConsumer<ConsumerState>>,
     pub(super) topic: String,
     pub(super) timeout: Duration,
+    /// Reads the topic's partition count when the assignment changed.
+    pub(super) admin: KafkaAdmin,
+    /// `false` for a tail reader: nothing to commit, every partition read.
+    pub(super) grouped: bool,
+    /// The generation and partition count behind the last assignment returned.
+    pub(super) seen: Option<(u64, u32)>,
 }
 
 fn delivery(message: &impl Message) -> Delivery {
@@ -162,6 +214,9 @@ impl LogConsumer for KafkaConsumer {
     }
 
     async fn commit(&mut self) -> Result<(), BackendError> {
+        if !self.grouped {
+            return Ok(());
+        }
         let polled: Vec<(i32, i64)> = self
             .consumer
             .context()
@@ -208,5 +263,30 @@ impl LogConsumer for KafkaConsumer {
             }
         }
         Ok(())
+    }
+
+    async fn assignment(&mut self) -> Result<Option<Assignment>, BackendError> {
+        let (generation, owned) = {
+            let owned = lock(&self.consumer.context().assigned);
+            (owned.generation, owned.partitions.clone())
+        };
+        let count = match self.seen {
+            Some((seen, count)) if seen == generation => count,
+            // Partitions only grow, and growing rebalances the group: re-read it then.
+            _ => {
+                let Some(count) = self.admin.partitions(&self.topic).await? else {
+                    return Ok(None);
+                };
+                self.seen = Some((generation, count));
+                count
+            }
+        };
+        if !self.grouped {
+            return Ok(Some(Assignment::whole(count)));
+        }
+        Ok(owned.map(|owned| Assignment {
+            partitions: count,
+            owned,
+        }))
     }
 }

@@ -43,6 +43,18 @@
 //! (that could skip records the new owner has not processed). Those records are
 //! delivered again, to the new owner or, after a reassignment, to us: at-least-once,
 //! absorbed by the idempotent stores.
+//!
+//! **Assignment.** The rebalance callbacks keep the set of partitions owned (revoked ones
+//! leave it before the revocation completes, assigned ones join it after);
+//! [`LogConsumer::assignment`](crate::LogConsumer::assignment) returns it with the
+//! topic's partition count, re-read from the cluster whenever the set changed. Keys map to
+//! partitions by librdkafka's default partitioner ([`crate::partition_of`]), the one the
+//! producer uses.
+//!
+//! **Tail.** [`EventLog::tail`](crate::EventLog::tail) assigns every partition at its end
+//! (`assign`, not `subscribe`; the `group.id` librdkafka requires for that is
+//! `<topic>-tail`, never joined): no group is created on the broker, nothing is
+//! committed, and the reader sees only what is appended after it started.
 
 mod admin;
 mod config;

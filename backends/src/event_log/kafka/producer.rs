@@ -9,6 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info};
 
 use super::admin::KafkaAdmin;
@@ -144,6 +145,47 @@ impl EventLog for KafkaLog {
             consumer: Arc::new(consumer),
             topic: name,
             timeout: self.options.request_timeout,
+            admin: self.admin.clone(),
+            grouped: true,
+            seen: None,
+        }))
+    }
+
+    async fn tail(&self, topic: Topic) -> Result<Box<dyn LogConsumer>, BackendError> {
+        let name = self.options.topics.name(topic).to_owned();
+        let partitions =
+            self.admin
+                .partitions(&name)
+                .await?
+                .ok_or_else(|| BackendError::Rejected {
+                    backend: BACKEND,
+                    detail: format!("topic {name} does not exist; create it (create_topics=true)"),
+                })?;
+        // librdkafka's `assign` needs a `group.id`, but without `subscribe` the group is
+        // never joined, and nothing is committed: the broker keeps no group, and a
+        // restart starts again at the end.
+        let consumer: StreamConsumer<ConsumerState> = client_config(&self.bootstrap, &self.options)
+            .set("group.id", format!("{name}-tail"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create_with_context(ConsumerState::default())
+            .map_err(|e| classify(&e, "creating the Kafka consumer"))?;
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            let partition = i32::try_from(partition).unwrap_or(i32::MAX);
+            list.add_partition_offset(&name, partition, Offset::End)
+                .map_err(|e| classify(&e, &format!("assigning {name}")))?;
+        }
+        consumer
+            .assign(&list)
+            .map_err(|e| classify(&e, &format!("assigning {name}")))?;
+        Ok(Box::new(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            topic: name,
+            timeout: self.options.request_timeout,
+            admin: self.admin.clone(),
+            grouped: false,
+            seen: None,
         }))
     }
 

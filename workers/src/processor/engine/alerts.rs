@@ -225,6 +225,9 @@ pub enum CommandError {
     /// No active alert has this id.
     #[error("no active alert {0:?}")]
     NotFound(String),
+    /// Applied, but the registry did not take the new state; it may apply again.
+    #[error("the alert's new state was not stored: {0}")]
+    NotPersisted(String),
 }
 
 fn phase_since(phase: Phase) -> i64 {

@@ -108,6 +108,10 @@ pub(super) struct DeviceState {
     pub(super) alerts: Alerts,
     /// Metrics changed since last reported.
     pub(super) dirty: bool,
+    /// When the cache last saw the device (the bridge writes it), for a device adopted
+    /// from another processor or after an outage; 0 if not. Only the silence clock uses
+    /// it: the readings still in the log, older, drive the alerts as they come.
+    pub(super) seen_ms: i64,
 }
 
 impl DeviceState {
@@ -123,7 +127,14 @@ impl DeviceState {
             anomalies: Anomalies::default(),
             alerts: Alerts::default(),
             dirty: true,
+            seen_ms: 0,
         }
+    }
+
+    /// The last time the device was heard of: its newest reading processed here, or
+    /// the cache's last-seen time if newer. What silence and `online` are measured from.
+    pub(super) fn heard_ms(&self) -> i64 {
+        self.last_ts_ms.max(self.seen_ms)
     }
 }
 

@@ -232,6 +232,53 @@ impl Engine {
         restored
     }
 
+    /// Whether the engine has state for the device.
+    pub fn knows(&self, device_id: &str) -> bool {
+        self.devices.contains_key(device_id)
+    }
+
+    /// Forgets every device `keep` refuses (their partitions moved to another
+    /// processor); returns how many. Their alerts and rule state stay in the registry,
+    /// where the new owner reads them.
+    pub fn forget(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let before = self.devices.len();
+        self.devices.retain(|id, _| keep(id));
+        before - self.devices.len()
+    }
+
+    /// Starts the silence clock of a device not heard from in this engine at
+    /// `last_seen_ms` (the cache's last reading time, written by the bridge), so a device
+    /// that never sends again still goes offline. A device with readings processed here
+    /// is left alone; one restored from rule state only gets its clock. Readings older
+    /// than the clock (a backlog still in the log) drive its alerts as usual; they do not
+    /// turn the clock back. Returns whether it was seeded (not at the device cap, not
+    /// seeded or heard from already).
+    pub fn seed(&mut self, device_id: &str, device_type: &str, last_seen_ms: i64) -> bool {
+        if last_seen_ms <= 0 {
+            return false;
+        }
+        if !self.devices.contains_key(device_id) {
+            if self.devices.len() >= self.cfg.max_devices {
+                return false;
+            }
+            let device_type = self.intern(device_type);
+            let device = DeviceState::new(device_type, 0);
+            self.devices.insert(Box::from(device_id), device);
+        }
+        let Some(device) = self.devices.get_mut(device_id) else {
+            return false;
+        };
+        if device.heard_ms() != 0 {
+            return false;
+        }
+        device.seen_ms = last_seen_ms;
+        if device.first_ts_ms == 0 {
+            device.first_ts_ms = last_seen_ms;
+        }
+        device.dirty = true;
+        true
+    }
+
     /// Processes one reading.
     pub fn observe(&mut self, reading: &Reading, out: &mut Output) {
         let now = reading.ts_ms;
@@ -357,14 +404,14 @@ impl Engine {
     /// Checks every device for silence at `now_ms`; offline devices raise `offline`.
     pub fn tick(&mut self, now_ms: i64, out: &mut Output) {
         for (device_id, device) in &mut self.devices {
-            if device.last_ts_ms == 0 {
+            if device.heard_ms() == 0 {
                 continue;
             }
             let offline_after = self
                 .declared
                 .get(&**device_id)
                 .map_or(self.cfg.default_offline_after_ms, |d| d.offline_after_ms);
-            let silent_ms = now_ms - device.last_ts_ms;
+            let silent_ms = now_ms - device.heard_ms();
             if silent_ms > offline_after {
                 if !device.alerts.is_tracked(&Source::OFFLINE) {
                     device.dirty = true;
@@ -391,7 +438,7 @@ impl Engine {
         let ids: Vec<Box<str>> = self
             .devices
             .iter()
-            .filter(|(_, d)| (all || d.dirty) && d.last_ts_ms > 0)
+            .filter(|(_, d)| (all || d.dirty) && d.heard_ms() > 0)
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -419,7 +466,7 @@ impl Engine {
         let inputs = HealthInputs {
             battery_pct: device.battery.map(f64::from),
             signal_dbm: device.signal.map(f64::from),
-            age_ms: (now_ms - device.last_ts_ms).max(0),
+            age_ms: (now_ms - device.heard_ms()).max(0),
             expected_interval_ms: self
                 .declared
                 .get(device_id)
@@ -436,7 +483,7 @@ impl Engine {
             main_field: device.main.as_ref().map(|m| m.name.to_string()),
             window,
             health_score: analytics::health_score(&inputs),
-            online: now_ms - device.last_ts_ms <= offline_after,
+            online: now_ms - device.heard_ms() <= offline_after,
         }
     }
 
@@ -444,7 +491,7 @@ impl Engine {
     pub fn summary(&self, now_ms: i64) -> (u64, f64) {
         let (mut online, mut total, mut health) = (0u64, 0u64, 0.0);
         for (id, device) in &self.devices {
-            if device.last_ts_ms == 0 {
+            if device.heard_ms() == 0 {
                 continue;
             }
             let report = self.report(id, now_ms);

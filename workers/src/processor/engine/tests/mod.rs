@@ -149,6 +149,7 @@ fn warm_up(engine: &mut Engine, device: &str, n: u64) -> (i64, Output) {
 }
 
 mod alerts;
+mod ownership;
 
 // ---------------------------------------------------------------------------------------
 // Devices, reports, memory
