@@ -459,7 +459,9 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
             .args(["install", "sensorfleet"])
             .arg(Path::new(ROOT).join("charts/sensorfleet"))
             .args(["-n", &c.namespace, "--create-namespace"])
-            .args(["--set", "image.pullPolicy=Never"]),
+            .args(["--set", "image.pullPolicy=Never"])
+            // The live status (onlineCount, firingCount) is recounted at every resync.
+            .args(["--set", "operator.resync=5s"]),
         None,
     );
     c.wait(180, "the operator Ready", |c| pods_ready(c, "operator", 1));
@@ -576,6 +578,32 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     .await;
     assert_eq!(alert["alert_type"], "threshold", "{alert}");
     assert_eq!(alert["severity"], "critical", "{alert}");
+
+    // The live status `kubectl get sf` and `kubectl get alertrule` show: every device of
+    // the run's fleet reported (and stays online for its 10 minutes), none of the bench
+    // fleet has yet; the rule's alert is firing.
+    let status = eventually(60, "the fleets' ONLINE count and the rule's firing count", || {
+        let (c, run, rule) = (&c, &run, &rule);
+        async move {
+            let online = c.jsonpath(&format!("sensorfleet/{run}"), "{.status.onlineCount}");
+            let bench = c.jsonpath(&format!("sensorfleet/{run}-bench"), "{.status.onlineCount}");
+            let firing = c.jsonpath(&format!("alertrule/{rule}"), "{.status.firingCount}");
+            let fired = c.jsonpath(&format!("alertrule/{rule}"), "{.status.lastFired}");
+            (online == DEVICES.to_string() && firing.parse::<u64>().is_ok_and(|n| n >= 1))
+                .then_some((bench, fired))
+        }
+    })
+    .await;
+    assert_eq!(status.0, "0", "no bench device has published yet");
+    assert!(
+        status.1.starts_with("20"),
+        "the rule's lastFired is set: {:?}",
+        status.1
+    );
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(&run_command(&mut c.kubectl(&["get", "sf"]), None).stdout)
+    );
     let before = eventually(60, "the hot readings in InfluxDB", || {
         let (c, ours) = (&c, &ours);
         async move {

@@ -18,7 +18,8 @@
 //! sqlite.rs   the embedded SQLite file both timeseries/sqlite.rs and registry/sqlite.rs use
 //! connect.rs  picks each concern's implementation from its URL
 //! url.rs · backoff.rs · signal.rs · error.rs   shared by every backend and the workers
-//! conformance.rs   the suite every implementation passes (feature `testing`)
+//! conformance/ mod.rs (time series, cache) · registry.rs · event_log.rs: the suites
+//!             every implementation passes (feature `testing`)
 //! ```
 
 pub mod backoff;
@@ -37,5 +38,5 @@ pub mod url;
 pub use cache::{Cache, DashboardCounters, DeviceMetrics, LiveEvent};
 pub use error::BackendError;
 pub use event_log::{Assignment, Delivery, EventLog, LogConsumer, Record, Topic, partition_of};
-pub use registry::{DeviceRecord, Registry};
+pub use registry::{DeviceRecord, Registry, RuleActivity};
 pub use timeseries::{HistoryQuery, Point, TimeSeries};

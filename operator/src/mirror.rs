@@ -11,7 +11,7 @@ use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_backends::{BackendError, DeviceRecord, Registry};
 use sensorfleet_model::CompiledRule;
 use sensorfleet_model::manifest::declared_devices;
-use sensorfleet_model::{Alert, AlertPhase, SensorFleetSpec};
+use sensorfleet_model::SensorFleetSpec;
 use tokio::sync::Mutex;
 
 /// Connections the operator keeps to one pipeline's PostgreSQL: it writes in bursts.
@@ -135,32 +135,11 @@ pub fn without_rule(existing: &[CompiledRule], name: &str) -> Option<Vec<Compile
     })
 }
 
-/// Alerts of one rule firing now (firing or acknowledged), and when one last fired,
-/// from the newest alerts of the history.
-pub fn rule_activity(alerts: &[Alert], rule: &str) -> (u64, Option<String>) {
-    let ours = alerts.iter().filter(|a| a.rule == rule);
-    let firing = ours
-        .clone()
-        .filter(|a| matches!(a.state, AlertPhase::Firing | AlertPhase::Acknowledged))
-        .count() as u64;
-    // Resolved alerts carry the resolve time in `timestamp`; started_at is when the
-    // condition began, which for a fired alert is at most `for` before it fired. The
-    // firing time itself is the timestamp of alerts still open.
-    let last_fired = ours
-        .filter(|a| a.state != AlertPhase::Pending)
-        .map(|a| match a.state {
-            AlertPhase::Resolved => a.started_at.clone(),
-            _ => a.timestamp.clone(),
-        })
-        .max();
-    (firing, last_fired)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use sensorfleet_model::crd::rule::compile_rule;
-    use sensorfleet_model::{AlertKind, AlertRuleSpec, Severity};
+    use sensorfleet_model::AlertRuleSpec;
 
     #[test]
     fn fleet_rows_from_a_yaml_fixture() {
@@ -200,63 +179,5 @@ mod tests {
         );
         assert_eq!(without_rule(&stored, "a"), Some(vec![rule("b", 2.0)]));
         assert_eq!(without_rule(&stored, "zzz"), None);
-    }
-
-    fn alert(rule: &str, state: AlertPhase, timestamp: &str, started: &str) -> Alert {
-        Alert {
-            id: format!("d/{rule}/{timestamp}"),
-            device_id: "d".into(),
-            alert_type: AlertKind::Threshold,
-            rule: rule.into(),
-            metric: None,
-            severity: Severity::Warning,
-            state,
-            value: 1.0,
-            threshold: "> 0".into(),
-            timestamp: timestamp.into(),
-            started_at: started.into(),
-            message: String::new(),
-        }
-    }
-
-    #[test]
-    fn firing_count_and_last_fired() {
-        let alerts = [
-            alert(
-                "hot",
-                AlertPhase::Firing,
-                "2026-01-01T10:00:00Z",
-                "2026-01-01T09:59:30Z",
-            ),
-            alert(
-                "hot",
-                AlertPhase::Acknowledged,
-                "2026-01-01T09:00:00Z",
-                "2026-01-01T08:59:00Z",
-            ),
-            alert(
-                "hot",
-                AlertPhase::Resolved,
-                "2026-01-01T12:00:00Z",
-                "2026-01-01T11:00:00Z",
-            ),
-            alert(
-                "hot",
-                AlertPhase::Pending,
-                "2026-01-01T13:00:00Z",
-                "2026-01-01T13:00:00Z",
-            ),
-            alert(
-                "cold",
-                AlertPhase::Firing,
-                "2026-01-02T00:00:00Z",
-                "2026-01-02T00:00:00Z",
-            ),
-        ];
-        assert_eq!(
-            rule_activity(&alerts, "hot"),
-            (2, Some("2026-01-01T11:00:00Z".to_owned()))
-        );
-        assert_eq!(rule_activity(&alerts, "none"), (0, None));
     }
 }

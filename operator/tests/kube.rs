@@ -32,7 +32,9 @@ use sensorfleet_backends::conformance::service_url;
 use sensorfleet_backends::event_log::kafka::{KafkaAdmin, KafkaOptions};
 use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_model::crd::status::{ConditionStatus, READY, TOPIC_READY, find_condition};
-use sensorfleet_model::{AlertRule, Pipeline, SensorFleet};
+use sensorfleet_model::{
+    Alert, AlertKind, AlertPhase, AlertRule, Pipeline, SensorFleet, Severity,
+};
 use sensorfleet_operator::controller::{self, Context};
 use sensorfleet_operator::crdgen;
 use sensorfleet_operator::mirror::PostgresConnector;
@@ -43,6 +45,8 @@ const KUBECONFIG_VAR: &str = "SENSORFLEET_TEST_KUBECONFIG";
 const KAFKA_VAR: &str = "SENSORFLEET_TEST_KAFKA_URL";
 const POSTGRES_VAR: &str = "SENSORFLEET_TEST_POSTGRES_URL";
 const WAIT: Duration = Duration::from_secs(60);
+/// The resync of the reconcile test: the live status is recounted that often.
+const LIVE_RESYNC: Duration = Duration::from_secs(3);
 
 fn kubeconfig() -> Option<String> {
     service_url(KUBECONFIG_VAR, "kube")
@@ -171,14 +175,15 @@ struct Running {
 }
 
 /// The operator's controllers as `sensorfleet operator` runs them: the real Kafka
-/// admin, and the PostgreSQL registry named by each Pipeline's Secret.
-fn start(client: &Client, namespace: &str) -> Running {
+/// admin, and the PostgreSQL registry named by each Pipeline's Secret; unchanged objects
+/// are checked again every `resync`.
+fn start(client: &Client, namespace: &str, resync: Duration) -> Running {
     let ctx = Arc::new(Context::new(
         client.clone(),
         Some("operator-test".into()),
         Arc::new(KafkaTopicAdmin::new()),
         Arc::new(PostgresConnector),
-        Duration::from_secs(600),
+        resync,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(controller::run(ctx, Some(namespace.to_owned()), async {
@@ -297,7 +302,7 @@ async fn the_operator_reconciles_against_a_real_api_server() {
     );
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let pipelines = namespace_with_pipeline(&client, &ns, &database.url, &bootstrap, &topic).await;
-    let running = start(&client, &ns);
+    let running = start(&client, &ns, LIVE_RESYNC);
 
     // The Pipeline's objects exist with the expected spec, and the controller manager
     // makes ReplicaSets of the Deployments and the bridge's pod of its StatefulSet.
@@ -526,6 +531,53 @@ async fn the_operator_reconciles_against_a_real_api_server() {
     })
     .await;
 
+    // Live status: presence as the processors record it and the rule's alerts in the
+    // history, recounted at every resync (one aggregate query per object).
+    let big: Vec<String> = registry
+        .devices()
+        .await
+        .expect("devices")
+        .into_iter()
+        .filter(|d| d.fleet.as_deref() == Some("big"))
+        .take(3)
+        .map(|d| d.device_id)
+        .collect();
+    registry
+        .set_presence(&[
+            (big[0].clone(), true),
+            (big[1].clone(), true),
+            (big[2].clone(), false),
+        ])
+        .await
+        .expect("presence");
+    let fired = "2026-12-03T06:00:00.000Z";
+    registry
+        .record_alerts(&[Alert {
+            id: format!("{}/rule:too-hot/1", big[0]),
+            device_id: big[0].clone(),
+            alert_type: AlertKind::Threshold,
+            rule: "too-hot".to_owned(),
+            metric: Some("temperature_celsius".to_owned()),
+            severity: Severity::Critical,
+            state: AlertPhase::Firing,
+            value: 31.0,
+            threshold: "> 30".to_owned(),
+            timestamp: fired.to_owned(),
+            started_at: "2026-12-03T05:59:30.000Z".to_owned(),
+            message: "too hot".to_owned(),
+        }])
+        .await
+        .expect("alert");
+    eventually("onlineCount 2, firingCount 1", || async {
+        let fleet = fleets.get("big").await.ok()?.status?;
+        let rule = rules.get("too-hot").await.ok()?.status?;
+        (fleet.online_count == 2
+            && rule.firing_count == 1
+            && rule.last_fired.as_deref() == Some(fired))
+        .then_some(())
+    })
+    .await;
+
     // A restarted operator writes nothing: resourceVersions stay as they are.
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The operator's own objects; Events are not compared here.
@@ -536,7 +588,7 @@ async fn the_operator_reconciles_against_a_real_api_server() {
     };
     let before = snapshot().await;
     running.stop().await;
-    let running = start(&client, &ns);
+    let running = start(&client, &ns, LIVE_RESYNC);
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(
         snapshot().await,
@@ -760,7 +812,7 @@ async fn converge_1000_fleets_and_200_rules() {
     )
     .await;
     let before = memory_mib();
-    let running = start(&client, &ns);
+    let running = start(&client, &ns, Duration::from_secs(600));
     pipeline_status(&pipelines, "the Pipeline ready", |s| {
         find_condition(&s.conditions, READY)
             .filter(|c| c.status == ConditionStatus::True)

@@ -35,8 +35,10 @@ pub struct OperatorArgs {
     /// A leader that has not renewed its Lease for this long is replaced.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
-    /// How often an unchanged object is checked again to repair drift.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    /// How often an unchanged object is checked again: drift is repaired and the live
+    /// status (a fleet's online count, a rule's firing count) refreshed, one aggregate
+    /// registry query per object.
+    #[arg(long, default_value = "1m", value_parser = parse_duration, env = "SENSORFLEET_RESYNC")]
     pub resync: Duration,
     #[command(flatten)]
     pub ops: OpsArgs,

@@ -11,6 +11,19 @@ use sensorfleet_model::CompiledRule;
 
 use crate::BackendError;
 
+/// `online` as the registry stores it.
+fn presence_word(online: bool) -> &'static str {
+    if online { "online" } else { "offline" }
+}
+
+/// An alert from its stored JSON body.
+fn alert_from_body(backend: &'static str, body: &str) -> Result<Alert, BackendError> {
+    serde_json::from_str(body).map_err(|e| BackendError::Rejected {
+        backend,
+        detail: format!("stored alert does not parse: {e}"),
+    })
+}
+
 /// A device row (the original design's `devices` table plus fleet and timing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRecord {
@@ -28,6 +41,16 @@ pub struct DeviceRecord {
     pub publish_interval_ms: Option<i64>,
     /// Offline threshold, when declared.
     pub offline_after_ms: Option<i64>,
+}
+
+/// A rule's alerts in the history: the AlertRule's `firingCount` and `lastFired`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleActivity {
+    /// Alerts firing now (firing or acknowledged).
+    pub firing: u64,
+    /// When one last fired (RFC 3339): the firing time of an open alert, the start of a
+    /// resolved one (a resolved alert's `timestamp` is when it resolved).
+    pub last_fired: Option<String>,
 }
 
 /// Device registry, rules, alert history, rule state.
@@ -75,6 +98,16 @@ pub trait Registry: Send + Sync {
 
     /// Every saved rule state row.
     async fn load_rule_state(&self) -> Result<Vec<(String, String, String)>, BackendError>;
+
+    /// Records devices as online (`true`) or offline, as the processor owning them last
+    /// reported; ids not in the registry are skipped, the last of a repeated id wins.
+    async fn set_presence(&self, presence: &[(String, bool)]) -> Result<(), BackendError>;
+
+    /// How many devices of `fleet` were last recorded online (one aggregate query).
+    async fn online_count(&self, fleet: &str) -> Result<u64, BackendError>;
+
+    /// What the history says of one rule's alerts (one aggregate query).
+    async fn rule_activity(&self, rule: &str) -> Result<RuleActivity, BackendError>;
 
     /// Short name for logs and health.
     fn name(&self) -> &'static str;

@@ -26,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use crate::BackendError;
-use crate::registry::{DeviceRecord, Registry};
+use crate::registry::{DeviceRecord, Registry, RuleActivity, alert_from_body, presence_word};
 use crate::url::mask;
 
 const BACKEND: &str = "postgres";
@@ -238,13 +238,6 @@ fn rule_from_row(row: &PgRow) -> Result<CompiledRule, sqlx::Error> {
         },
         for_ms: row.try_get("for_ms")?,
         severity: serde_json::from_value(serde_json::Value::String(severity)).unwrap_or_default(),
-    })
-}
-
-fn alert_from_body(body: &str) -> Result<Alert, BackendError> {
-    serde_json::from_str(body).map_err(|e| BackendError::Rejected {
-        backend: BACKEND,
-        detail: format!("stored alert does not parse: {e}"),
     })
 }
 
@@ -518,7 +511,7 @@ impl Registry for PostgresRegistry {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        bodies.iter().map(|body| alert_from_body(body)).collect()
+        bodies.iter().map(|body| alert_from_body(BACKEND, body)).collect()
     }
 
     async fn active_alert_count(&self) -> Result<u64, BackendError> {
@@ -538,7 +531,7 @@ impl Registry for PostgresRegistry {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(classify)?;
-        body.as_deref().map(alert_from_body).transpose()
+        body.as_deref().map(|body| alert_from_body(BACKEND, body)).transpose()
     }
 
     async fn save_rule_state(
@@ -600,6 +593,61 @@ impl Registry for PostgresRegistry {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(classify)
+    }
+
+    async fn set_presence(&self, presence: &[(String, bool)]) -> Result<(), BackendError> {
+        let unique = unique_by_key(presence, |(id, _)| id.as_str(), true);
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "UPDATE devices d SET presence = p.presence
+                 FROM UNNEST($1::text[], $2::text[]) AS p(device_id, presence)
+                 WHERE d.device_id = p.device_id AND d.presence IS DISTINCT FROM p.presence",
+            )
+            .bind(chunk.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|(_, online)| presence_word(*online))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn online_count(&self, fleet: &str) -> Result<u64, BackendError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM devices WHERE fleet = $1 AND presence = 'online'",
+        )
+        .bind(fleet)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn rule_activity(&self, rule: &str) -> Result<RuleActivity, BackendError> {
+        let (firing, last_fired): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE state IN ('firing', 'acknowledged')),
+                    MAX(CASE state WHEN 'pending' THEN NULL
+                                   WHEN 'resolved' THEN body ->> 'started_at'
+                                   ELSE body ->> 'timestamp' END)
+             FROM alerts WHERE body ->> 'rule' = $1",
+        )
+        .bind(rule)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(RuleActivity {
+            firing: u64::try_from(firing).unwrap_or_default(),
+            last_fired,
+        })
     }
 
     fn name(&self) -> &'static str {

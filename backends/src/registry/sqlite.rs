@@ -8,7 +8,7 @@ use sensorfleet_model::{Alert, Severity};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::BackendError;
-use crate::registry::{DeviceRecord, Registry};
+use crate::registry::{DeviceRecord, Registry, RuleActivity, alert_from_body, presence_word};
 use crate::sqlite::{BACKEND, ROWS_PER_STATEMENT, SqliteStore, unavailable};
 
 fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> DeviceRecord {
@@ -25,13 +25,6 @@ fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> DeviceRecord {
 
 fn parse_severity(text: &str) -> Severity {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap_or_default()
-}
-
-fn alert_from_body(body: &str) -> Result<Alert, BackendError> {
-    serde_json::from_str(body).map_err(|e| BackendError::Rejected {
-        backend: BACKEND,
-        detail: format!("stored alert does not parse: {e}"),
-    })
 }
 
 const DEVICE_COLUMNS: &str =
@@ -205,7 +198,7 @@ impl Registry for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        rows.iter().map(|body| alert_from_body(body)).collect()
+        rows.iter().map(|body| alert_from_body(BACKEND, body)).collect()
     }
 
     async fn active_alert_count(&self) -> Result<u64, BackendError> {
@@ -224,7 +217,7 @@ impl Registry for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        body.as_deref().map(alert_from_body).transpose()
+        body.as_deref().map(|body| alert_from_body(BACKEND, body)).transpose()
     }
 
     async fn save_rule_state(
@@ -258,6 +251,49 @@ impl Registry for SqliteStore {
             .iter()
             .map(|row| (row.get("device_id"), row.get("source"), row.get("state")))
             .collect())
+    }
+
+    async fn set_presence(&self, presence: &[(String, bool)]) -> Result<(), BackendError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for (device_id, online) in presence {
+            sqlx::query("UPDATE devices SET presence = ? WHERE device_id = ? AND presence IS NOT ?")
+                .bind(presence_word(*online))
+                .bind(device_id)
+                .bind(presence_word(*online))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn online_count(&self, fleet: &str) -> Result<u64, BackendError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM devices WHERE fleet = ? AND presence = 'online'",
+        )
+        .bind(fleet)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn rule_activity(&self, rule: &str) -> Result<RuleActivity, BackendError> {
+        let (firing, last_fired): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COALESCE(SUM(state IN ('firing', 'acknowledged')), 0),
+                    MAX(CASE state WHEN 'pending' THEN NULL
+                                   WHEN 'resolved' THEN json_extract(body, '$.started_at')
+                                   ELSE json_extract(body, '$.timestamp') END)
+             FROM alerts WHERE json_extract(body, '$.rule') = ?",
+        )
+        .bind(rule)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(RuleActivity {
+            firing: u64::try_from(firing).unwrap_or_default(),
+            last_fired,
+        })
     }
 
     fn name(&self) -> &'static str {

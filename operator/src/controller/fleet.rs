@@ -42,7 +42,7 @@ impl Mirrored for SensorFleet {
         ctx: &Context,
         registry: &PipelineRegistry,
         records: Vec<DeviceRecord>,
-        _status: &mut SensorFleetStatus,
+        status: &mut SensorFleetStatus,
         unchanged: bool,
     ) -> Result<String, Error> {
         let (pipeline, target) = (&registry.name, &registry.target);
@@ -71,6 +71,8 @@ impl Mirrored for SensorFleet {
             )
             .await;
         }
+        // Live: the processors record presence changes; one aggregate query per fleet.
+        status.online_count = target.registry.online_count(&self.name_any()).await?;
         Ok(format!(
             "{} devices mirrored to the registry of Pipeline {pipeline}",
             records.len()

@@ -10,11 +10,8 @@ use sensorfleet_model::{AlertRule, CompiledRule, Problem, SensorFleet};
 
 use super::mirrored::Mirrored;
 use super::{Context, PipelineRegistry};
-use crate::mirror::{rule_activity, with_rule, without_rule};
+use crate::mirror::{with_rule, without_rule};
 use crate::{Error, validate};
-
-/// Newest alerts read to count a rule's firing ones (the history is capped anyway).
-const ACTIVITY_WINDOW: usize = 1000;
 
 impl Mirrored for AlertRule {
     const ROWS: &'static str = "rule";
@@ -70,10 +67,10 @@ impl Mirrored for AlertRule {
                 .await;
             }
         }
-        let alerts = target.registry.alerts(ACTIVITY_WINDOW).await?;
-        let (firing, last_fired) = rule_activity(&alerts, &self.name_any());
-        status.firing_count = firing;
-        status.last_fired = last_fired.or(status.last_fired.take());
+        // Live: counted over the whole history at every resync, one aggregate query.
+        let activity = target.registry.rule_activity(&self.name_any()).await?;
+        status.firing_count = activity.firing;
+        status.last_fired = activity.last_fired.or(status.last_fired.take());
         Ok(format!("mirrored to the registry of Pipeline {pipeline}"))
     }
 

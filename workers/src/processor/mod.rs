@@ -8,7 +8,9 @@
 //! and the batch is committed. Only an unavailable or misconfigured sink holds it.
 //!
 //! Beside the loop run the [`declarations`] refresh (devices and rules from the registry)
-//! and the [`commands`] reader (acknowledge and clear from the event log).
+//! and the [`commands`] reader (acknowledge and clear from the event log). Each pass's
+//! results are written by `flush`; a device's presence goes to the registry only when it
+//! changes (`presence`), for the fleets' online count.
 //!
 //! Several processors share the readings: each holds the devices of the partitions it
 //! owns, and adopts or forgets devices when that changes ([`ownership`]). Dashboard
@@ -20,7 +22,9 @@ pub mod backtest;
 mod commands;
 pub mod declarations;
 pub mod engine;
+mod flush;
 mod ownership;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +46,9 @@ use crate::sink::{Refused, write_isolating};
 use crate::telemetry;
 use commands::AlertCommand;
 pub use declarations::Declarations;
-use engine::{CommandError, DeviceReport, Output, describe_rule_alerts};
+use engine::{CommandError, Output, describe_rule_alerts};
+use flush::{Tick, flush};
+use presence::Presence;
 pub use engine::{Engine, EngineConfig};
 
 /// Everything the processor writes to and reads from.
@@ -165,6 +171,7 @@ async fn process(
     let mut declared_types = declared_types(&declarations.borrow());
 
     let mut rules = declarations.borrow().rules.clone();
+    let mut presence = Presence::default();
     let mut last_tick = Instant::now();
     let mut ticks: u64 = 0;
     loop {
@@ -194,6 +201,7 @@ async fn process(
         if stopping && batch.is_empty() {
             break;
         }
+        let held = owned.clone();
         let current = follow(
             consumer.as_mut(),
             &mut owned,
@@ -203,6 +211,9 @@ async fn process(
             shutdown,
         )
         .await?;
+        if owned != held {
+            presence.forget();
+        }
         let started = Instant::now();
         let mut out = Output::default();
         let mut malformed = Vec::new();
@@ -263,15 +274,19 @@ async fn process(
         }
 
         let now = now_ms();
-        let mut reports = Vec::new();
-        let mut dashboard = None;
+        let reports;
+        let mut tick = None;
         if last_tick.elapsed() >= config.tick {
             last_tick = Instant::now();
             ticks += 1;
             engine.tick(now, &mut out);
             // Every device every 10 ticks, so health decays for silent devices too.
             reports = engine.reports(now, ticks.is_multiple_of(10));
-            dashboard = whole_dashboard(sinks, now).await;
+            tick = Some(Tick {
+                reports: &reports,
+                presence: Some(&mut presence),
+                dashboard: whole_dashboard(sinks, now).await,
+            });
             telemetry::PROCESSOR_DEVICES.set(engine.device_count() as i64);
             telemetry::PROCESSOR_LAST_TICK.set(now / 1000);
             telemetry::PROCESSOR_STATE_BYTES.set(engine.state_bytes() as i64);
@@ -279,17 +294,7 @@ async fn process(
         let processed = started.elapsed();
 
         describe_rule_alerts(&mut out.alerts, &rules);
-        flush(
-            sinks,
-            &dead_letters,
-            &mut out,
-            &reports,
-            dashboard,
-            malformed,
-            now,
-            shutdown,
-        )
-        .await?;
+        flush(sinks, &dead_letters, &mut out, tick, malformed, now, shutdown).await?;
         if !batch.is_empty() {
             commit(consumer.as_mut(), shutdown).await?;
         }
@@ -423,17 +428,7 @@ async fn handle_command(
             let alert = out.alerts.first().cloned();
             // The registry is written first; only once it holds the new state is the
             // command answered as done (the API waits for that state too).
-            match flush(
-                sinks,
-                dead_letters,
-                &mut out,
-                &[],
-                None,
-                Vec::new(),
-                now,
-                shutdown,
-            )
-            .await
+            match flush(sinks, dead_letters, &mut out, None, Vec::new(), now, shutdown).await
             {
                 Ok(0) => alert.ok_or_else(|| CommandError::NotFound(id.clone())),
                 Ok(_) => Err(CommandError::NotPersisted(format!(
@@ -451,227 +446,9 @@ async fn handle_command(
     let _ = command.reply.send(answer);
 }
 
-/// A dead letter of something the processor computed and a sink refused: `payload` as
-/// JSON, the sink's reason in `detail`.
-fn refused_letter(key: &str, payload: Vec<u8>, sink: &str, refused: &Refused) -> Record {
-    Record {
-        key: key.to_owned(),
-        payload,
-        headers: vec![
-            ("reason".to_owned(), "sink_refused".to_owned()),
-            ("detail".to_owned(), refused.reason.clone()),
-            ("sink".to_owned(), sink.to_owned()),
-        ],
-    }
-}
-
-/// Writes one batch's results. Each sink holds while it is unavailable or misconfigured,
-/// until it accepts or shutdown; what it refuses for its content is dead-lettered, with
-/// `rejected` (records the batch itself refused). Alerts go to the registry before the
-/// cache and the log; returns how many alerts the registry refused.
-#[allow(clippy::too_many_arguments)]
-async fn flush(
-    sinks: &ProcessorSinks,
-    dead_letters: &DeadLetters,
-    out: &mut Output,
-    reports: &[DeviceReport],
-    dashboard: Option<DashboardCounters>,
-    rejected: Vec<Record>,
-    now: i64,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<usize, BackendError> {
-    let mut letters = rejected;
-    let mut registry_refused = 0;
-    let json = |value: &serde_json::Value| serde_json::to_vec(value).unwrap_or_default();
-    if !out.new_devices.is_empty() {
-        let devices: Vec<DeviceRecord> = out
-            .new_devices
-            .drain(..)
-            .map(|(device_id, device_type, location)| DeviceRecord {
-                device_id,
-                device_type,
-                location,
-                status: "unregistered".to_owned(),
-                fleet: None,
-                publish_interval_ms: None,
-                offline_after_ms: None,
-            })
-            .collect();
-        let refused = write_isolating("processor", "registry", devices.len(), shutdown, |range| {
-            sinks.registry.insert_missing_devices(&devices[range])
-        })
-        .await?;
-        for r in &refused {
-            let device = &devices[r.index];
-            let payload = serde_json::json!({
-                "device_id": device.device_id,
-                "device_type": device.device_type,
-                "location": device.location,
-            });
-            letters.push(refused_letter(
-                &device.device_id,
-                json(&payload),
-                sinks.registry.name(),
-                r,
-            ));
-        }
-    }
-    if !out.alerts.is_empty() {
-        for alert in &out.alerts {
-            telemetry::PROCESSOR_ALERTS
-                .with_label_values(&[alert.alert_type.as_str(), alert.state.as_str()])
-                .inc();
-            info!(
-                alert_id = %alert.id,
-                device_id = %alert.device_id,
-                alert_type = alert.alert_type.as_str(),
-                state = alert.state.as_str(),
-                severity = alert.severity.as_str(),
-                "alert"
-            );
-        }
-        let alerts = std::mem::take(&mut out.alerts);
-        let registry = write_isolating("processor", "registry", alerts.len(), shutdown, |range| {
-            sinks.registry.record_alerts(&alerts[range])
-        })
-        .await?;
-        registry_refused = registry.len();
-        let cache = write_isolating("processor", "cache", alerts.len(), shutdown, |range| {
-            sinks.cache.push_alerts(&alerts[range])
-        })
-        .await?;
-        let records: Vec<Record> = alerts
-            .iter()
-            .map(|a| Record {
-                key: a.device_id.clone(),
-                // Infallible: a derived Serialize of strings, numbers and unit enums,
-                // into memory.
-                payload: serde_json::to_vec(a).expect("an Alert always encodes as JSON"),
-                headers: vec![],
-            })
-            .collect();
-        let log = write_isolating("processor", "event log", records.len(), shutdown, |range| {
-            sinks.log.append(Topic::Alerts, records[range].to_vec())
-        })
-        .await?;
-        for (sink, refused) in [
-            (sinks.registry.name(), registry),
-            (sinks.cache.name(), cache),
-            (sinks.log.name(), log),
-        ] {
-            for r in &refused {
-                let alert = &alerts[r.index];
-                letters.push(refused_letter(
-                    &alert.device_id,
-                    records[r.index].payload.clone(),
-                    sink,
-                    r,
-                ));
-            }
-        }
-    }
-    if !out.state.is_empty() {
-        let rows = std::mem::take(&mut out.state);
-        let refused = write_isolating("processor", "registry", rows.len(), shutdown, |range| {
-            sinks.registry.save_rule_state(&rows[range])
-        })
-        .await?;
-        for r in &refused {
-            let (device_id, source, state) = &rows[r.index];
-            let payload =
-                serde_json::json!({"device_id": device_id, "source": source, "state": state});
-            letters.push(refused_letter(
-                device_id,
-                json(&payload),
-                sinks.registry.name(),
-                r,
-            ));
-        }
-    }
-    if !reports.is_empty() {
-        let metrics: Vec<DeviceMetrics> = reports.iter().map(device_metrics).collect();
-        let refused = write_isolating("processor", "cache", metrics.len(), shutdown, |range| {
-            sinks.cache.put_metrics(&metrics[range], now)
-        })
-        .await?;
-        for r in &refused {
-            let m = &metrics[r.index];
-            let payload = serde_json::to_vec(m).unwrap_or_default();
-            letters.push(refused_letter(&m.device_id, payload, sinks.cache.name(), r));
-        }
-    }
-    if let Some(counters) = dashboard {
-        match hold("processor", "cache", shutdown, || {
-            sinks.cache.put_dashboard(counters, now)
-        })
-        .await
-        {
-            Ok(()) => {}
-            // Computed by the processor, not sent by a device: nothing to dead-letter.
-            Err(e) if e.is_content() => warn!(error = %e, "the dashboard counters were refused"),
-            Err(e) => return Err(e),
-        }
-    }
-    if !letters.is_empty() {
-        for letter in &letters {
-            let reason = letter
-                .headers
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "reason")
-                .map_or("unknown", |(_, v)| v.as_str());
-            if reason == "malformed_log_record" {
-                telemetry::PROCESSOR_MALFORMED.inc();
-            }
-            telemetry::PROCESSOR_REJECTS
-                .with_label_values(&[reason])
-                .inc();
-        }
-        dead_letters.send(letters).await;
-    }
-    Ok(registry_refused)
-}
-
-fn device_metrics(report: &DeviceReport) -> DeviceMetrics {
-    let average_of = |field: &str| {
-        (report.main_field.as_deref() == Some(field))
-            .then_some(report.moving_average)
-            .flatten()
-    };
-    DeviceMetrics {
-        device_id: report.device_id.clone(),
-        avg_temp: average_of("temperature_celsius"),
-        humidity: average_of("humidity_percent"),
-        main_field: report.main_field.clone(),
-        moving_average: report.moving_average,
-        window: report.window,
-        health_score: report.health_score,
-        status: if report.online { "online" } else { "offline" }.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use sensorfleet_model::analytics::WindowStats;
-
     use super::*;
-
-    fn report(main_field: &str) -> DeviceReport {
-        DeviceReport {
-            device_id: "d".to_owned(),
-            moving_average: Some(42.5),
-            main_field: Some(main_field.to_owned()),
-            window: Some(WindowStats {
-                count: 4,
-                mean: 42.0,
-                min: 40.0,
-                max: 44.0,
-                stddev: 1.5,
-            }),
-            health_score: 0.8,
-            online: true,
-        }
-    }
 
     fn metrics(id: &str, status: &str, health: f64) -> DeviceMetrics {
         DeviceMetrics {
@@ -695,24 +472,5 @@ mod tests {
         assert_eq!(counters.average_health_score, 0.5);
         let none = dashboard_counters(&[], 0);
         assert_eq!((none.active_devices, none.average_health_score), (0, 0.0));
-    }
-
-    #[test]
-    fn every_type_keeps_its_moving_average_and_window_and_the_original_keys_stay() {
-        let gps = device_metrics(&report("speed_kmh"));
-        assert_eq!(gps.main_field.as_deref(), Some("speed_kmh"));
-        assert_eq!(gps.moving_average, Some(42.5));
-        assert_eq!(gps.window, report("speed_kmh").window);
-        assert_eq!((gps.avg_temp, gps.humidity), (None, None));
-        let thermometer = device_metrics(&report("temperature_celsius"));
-        assert_eq!(
-            (thermometer.avg_temp, thermometer.humidity),
-            (Some(42.5), None)
-        );
-        let hygrometer = device_metrics(&report("humidity_percent"));
-        assert_eq!(
-            (hygrometer.avg_temp, hygrometer.humidity),
-            (None, Some(42.5))
-        );
     }
 }
