@@ -582,17 +582,22 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     // The live status `kubectl get sf` and `kubectl get alertrule` show: every device of
     // the run's fleet reported (and stays online for its 10 minutes), none of the bench
     // fleet has yet; the rule's alert is firing.
-    let status = eventually(60, "the fleets' ONLINE count and the rule's firing count", || {
-        let (c, run, rule) = (&c, &run, &rule);
-        async move {
-            let online = c.jsonpath(&format!("sensorfleet/{run}"), "{.status.onlineCount}");
-            let bench = c.jsonpath(&format!("sensorfleet/{run}-bench"), "{.status.onlineCount}");
-            let firing = c.jsonpath(&format!("alertrule/{rule}"), "{.status.firingCount}");
-            let fired = c.jsonpath(&format!("alertrule/{rule}"), "{.status.lastFired}");
-            (online == DEVICES.to_string() && firing.parse::<u64>().is_ok_and(|n| n >= 1))
-                .then_some((bench, fired))
-        }
-    })
+    let status = eventually(
+        60,
+        "the fleets' ONLINE count and the rule's firing count",
+        || {
+            let (c, run, rule) = (&c, &run, &rule);
+            async move {
+                let online = c.jsonpath(&format!("sensorfleet/{run}"), "{.status.onlineCount}");
+                let bench =
+                    c.jsonpath(&format!("sensorfleet/{run}-bench"), "{.status.onlineCount}");
+                let firing = c.jsonpath(&format!("alertrule/{rule}"), "{.status.firingCount}");
+                let fired = c.jsonpath(&format!("alertrule/{rule}"), "{.status.lastFired}");
+                (online == DEVICES.to_string() && firing.parse::<u64>().is_ok_and(|n| n >= 1))
+                    .then_some((bench, fired))
+            }
+        },
+    )
     .await;
     assert_eq!(status.0, "0", "no bench device has published yet");
     assert!(

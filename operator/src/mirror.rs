@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_backends::{BackendError, DeviceRecord, Registry};
 use sensorfleet_model::CompiledRule;
-use sensorfleet_model::manifest::declared_devices;
 use sensorfleet_model::SensorFleetSpec;
+use sensorfleet_model::manifest::declared_devices;
 use tokio::sync::Mutex;
 
 /// Connections the operator keeps to one pipeline's PostgreSQL: it writes in bursts.
@@ -138,8 +138,8 @@ pub fn without_rule(existing: &[CompiledRule], name: &str) -> Option<Vec<Compile
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sensorfleet_model::crd::rule::compile_rule;
     use sensorfleet_model::AlertRuleSpec;
+    use sensorfleet_model::crd::rule::compile_rule;
 
     #[test]
     fn fleet_rows_from_a_yaml_fixture() {

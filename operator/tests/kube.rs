@@ -32,9 +32,7 @@ use sensorfleet_backends::conformance::service_url;
 use sensorfleet_backends::event_log::kafka::{KafkaAdmin, KafkaOptions};
 use sensorfleet_backends::registry::postgres::PostgresRegistry;
 use sensorfleet_model::crd::status::{ConditionStatus, READY, TOPIC_READY, find_condition};
-use sensorfleet_model::{
-    Alert, AlertKind, AlertPhase, AlertRule, Pipeline, SensorFleet, Severity,
-};
+use sensorfleet_model::{Alert, AlertKind, AlertPhase, AlertRule, Pipeline, SensorFleet, Severity};
 use sensorfleet_operator::controller::{self, Context};
 use sensorfleet_operator::crdgen;
 use sensorfleet_operator::mirror::PostgresConnector;

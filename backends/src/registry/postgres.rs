@@ -511,7 +511,10 @@ impl Registry for PostgresRegistry {
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        bodies.iter().map(|body| alert_from_body(BACKEND, body)).collect()
+        bodies
+            .iter()
+            .map(|body| alert_from_body(BACKEND, body))
+            .collect()
     }
 
     async fn active_alert_count(&self) -> Result<u64, BackendError> {
@@ -531,7 +534,9 @@ impl Registry for PostgresRegistry {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(classify)?;
-        body.as_deref().map(|body| alert_from_body(BACKEND, body)).transpose()
+        body.as_deref()
+            .map(|body| alert_from_body(BACKEND, body))
+            .transpose()
     }
 
     async fn save_rule_state(

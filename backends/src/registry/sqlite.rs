@@ -198,7 +198,9 @@ impl Registry for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        rows.iter().map(|body| alert_from_body(BACKEND, body)).collect()
+        rows.iter()
+            .map(|body| alert_from_body(BACKEND, body))
+            .collect()
     }
 
     async fn active_alert_count(&self) -> Result<u64, BackendError> {
@@ -217,7 +219,9 @@ impl Registry for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        body.as_deref().map(|body| alert_from_body(BACKEND, body)).transpose()
+        body.as_deref()
+            .map(|body| alert_from_body(BACKEND, body))
+            .transpose()
     }
 
     async fn save_rule_state(
@@ -256,13 +260,15 @@ impl Registry for SqliteStore {
     async fn set_presence(&self, presence: &[(String, bool)]) -> Result<(), BackendError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         for (device_id, online) in presence {
-            sqlx::query("UPDATE devices SET presence = ? WHERE device_id = ? AND presence IS NOT ?")
-                .bind(presence_word(*online))
-                .bind(device_id)
-                .bind(presence_word(*online))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+            sqlx::query(
+                "UPDATE devices SET presence = ? WHERE device_id = ? AND presence IS NOT ?",
+            )
+            .bind(presence_word(*online))
+            .bind(device_id)
+            .bind(presence_word(*online))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }

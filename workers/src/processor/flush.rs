@@ -2,7 +2,9 @@
 //! engine's [`Output`], device metrics and presence changes of a [`Tick`], the dashboard
 //! counters, and dead letters for whatever a sink refused for its content.
 
-use sensorfleet_backends::{BackendError, DashboardCounters, DeviceMetrics, DeviceRecord, Record, Topic};
+use sensorfleet_backends::{
+    BackendError, DashboardCounters, DeviceMetrics, DeviceRecord, Record, Topic,
+};
 use tokio::sync::watch;
 use tracing::{info, warn};
 

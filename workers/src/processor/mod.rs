@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use sensorfleet_backends::backoff::Backoff;
 use sensorfleet_backends::{
-    Assignment, BackendError, Cache, DashboardCounters, DeviceMetrics, DeviceRecord, EventLog,
-    LogConsumer, Record, Registry, Topic,
+    Assignment, BackendError, Cache, DashboardCounters, DeviceMetrics, EventLog, LogConsumer,
+    Registry, Topic,
 };
 use sensorfleet_model::{AlertAction, CompiledRule, Reading};
 use tokio::sync::{mpsc, watch};
@@ -41,15 +41,14 @@ use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::deadletter::{DeadLetters, SpoolConfig};
-use crate::retry::{hold, retry};
-use crate::sink::{Refused, write_isolating};
+use crate::retry::retry;
 use crate::telemetry;
 use commands::AlertCommand;
 pub use declarations::Declarations;
 use engine::{CommandError, Output, describe_rule_alerts};
+pub use engine::{Engine, EngineConfig};
 use flush::{Tick, flush};
 use presence::Presence;
-pub use engine::{Engine, EngineConfig};
 
 /// Everything the processor writes to and reads from.
 #[derive(Clone)]
@@ -294,7 +293,16 @@ async fn process(
         let processed = started.elapsed();
 
         describe_rule_alerts(&mut out.alerts, &rules);
-        flush(sinks, &dead_letters, &mut out, tick, malformed, now, shutdown).await?;
+        flush(
+            sinks,
+            &dead_letters,
+            &mut out,
+            tick,
+            malformed,
+            now,
+            shutdown,
+        )
+        .await?;
         if !batch.is_empty() {
             commit(consumer.as_mut(), shutdown).await?;
         }
@@ -428,7 +436,16 @@ async fn handle_command(
             let alert = out.alerts.first().cloned();
             // The registry is written first; only once it holds the new state is the
             // command answered as done (the API waits for that state too).
-            match flush(sinks, dead_letters, &mut out, None, Vec::new(), now, shutdown).await
+            match flush(
+                sinks,
+                dead_letters,
+                &mut out,
+                None,
+                Vec::new(),
+                now,
+                shutdown,
+            )
+            .await
             {
                 Ok(0) => alert.ok_or_else(|| CommandError::NotFound(id.clone())),
                 Ok(_) => Err(CommandError::NotPersisted(format!(
