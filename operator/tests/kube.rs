@@ -124,6 +124,25 @@ async fn client(path: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// A test namespace, deleted when dropped: at the end of a run and when a check panics.
+/// Its Deployments' pods land on the test node when `scripts/testenv up node` runs, and a
+/// failed run must not leave them holding the node's CPU for the tests after it.
+struct DeletedOnDrop(Client, String);
+
+impl Drop for DeletedOnDrop {
+    fn drop(&mut self) {
+        let namespaces: Api<Namespace> = Api::all(self.0.clone());
+        let name = self.1.clone();
+        // The tests run on the multi-threaded runtime, where a blocking section may wait
+        // for a future even while a panic unwinds.
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                let _ = namespaces.delete(&name, &DeleteParams::default()).await;
+            })
+        });
+    }
+}
+
 /// Polls `check` until it returns Some or `WAIT` passes.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -298,8 +317,8 @@ async fn the_operator_reconciles_against_a_real_api_server() {
             .await
             .unwrap_or_else(|e| panic!("registry in the test database: {e}")),
     );
-    let namespaces: Api<Namespace> = Api::all(client.clone());
     let pipelines = namespace_with_pipeline(&client, &ns, &database.url, &bootstrap, &topic).await;
+    let namespace = DeletedOnDrop(client.clone(), ns.clone());
     let running = start(&client, &ns, LIVE_RESYNC);
 
     // The Pipeline's objects exist with the expected spec, and the controller manager
@@ -663,7 +682,7 @@ async fn the_operator_reconciles_against_a_real_api_server() {
             &Patch::Merge(&serde_json::json!({"metadata": {"finalizers": null}})),
         )
         .await;
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+    drop(namespace);
     if let Err(e) = kafka.delete_topics(&[&topic]).await {
         eprintln!("could not delete the test topic {topic}: {e}");
     }
