@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sensorfleet::http::HttpClient;
 use sensorfleet_model::SensorFleet;
 use sensorfleet_model::manifest::declared_devices;
-use support::{eventually, run_command, succeed};
+use support::{run_command, succeed, within};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_sensorfleet");
@@ -129,6 +129,84 @@ impl Cluster {
             String::from_utf8_lossy(&pods.stdout),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )
+    }
+
+    /// The last lines each container of this run's pods wrote, read where the kubelet
+    /// keeps them (`/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log`: the
+    /// node is this machine).
+    fn logs(&self, lines: usize) -> String {
+        let mut shown = String::new();
+        let Ok(pods) = std::fs::read_dir("/var/log/pods") else {
+            return "no /var/log/pods".to_owned();
+        };
+        let mut pods: Vec<PathBuf> = pods
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy()
+                        .starts_with(&format!("{}_", self.namespace))
+                })
+            })
+            .collect();
+        pods.sort();
+        for pod in pods {
+            let Ok(containers) = std::fs::read_dir(&pod) else {
+                continue;
+            };
+            for container in containers.flatten() {
+                let Ok(files) = std::fs::read_dir(container.path()) else {
+                    continue;
+                };
+                for file in files.flatten() {
+                    let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                    shown.push_str(&format!("--- {}\n", file.path().display()));
+                    for line in tail.into_iter().rev() {
+                        shown.push_str(line);
+                        shown.push('\n');
+                    }
+                }
+            }
+        }
+        shown
+    }
+
+    /// The run's rules and newest alerts as its PostgreSQL holds them.
+    fn registry(&self) -> String {
+        let (base, _) = self.postgres_admin.rsplit_once('/').unwrap_or_default();
+        let sql = "SELECT name, fleet, metric_name, threshold_max FROM alert_rules; \
+                   SELECT id, state, updated_ms FROM alerts ORDER BY updated_ms DESC LIMIT 20; \
+                   SELECT count(*) AS rule_state_rows FROM rule_state; \
+                   SELECT count(*) AS devices FROM devices";
+        let out = run_command(
+            Command::new("psql")
+                .arg(format!("{base}/sf_{}", self.run))
+                .args(["-c", sql]),
+            None,
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// [`support::eventually`], failing with the pods' state, the registry and the logs.
+    async fn eventually<T, F, Fut>(&self, seconds: u64, what: &str, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        match within(seconds, check).await {
+            Some(value) => value,
+            None => panic!(
+                "timed out after {seconds} s waiting for {what}\n{}\nregistry:\n{}\npod logs:\n{}",
+                self.describe(),
+                self.registry(),
+                self.logs(60)
+            ),
+        }
     }
 
     /// Polls until `ready` holds, or fails with the pods' state after `seconds`.
@@ -502,17 +580,18 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
 
     // The operator's own endpoints answer on its pod's port, through its Service.
     let operator = c.service("sensorfleet-operator-metrics");
-    let metrics = eventually(
-        60,
-        "the operator's /metrics with its reconciles",
-        || async move {
-            let response = HttpClient::new(operator).get("/metrics").await.ok()?;
-            let text = String::from_utf8_lossy(&response.body).into_owned();
-            (response.status == 200 && text.contains("sensorfleet_operator_reconciles_total{"))
-                .then_some(text)
-        },
-    )
-    .await;
+    let metrics = c
+        .eventually(
+            60,
+            "the operator's /metrics with its reconciles",
+            || async move {
+                let response = HttpClient::new(operator).get("/metrics").await.ok()?;
+                let text = String::from_utf8_lossy(&response.body).into_owned();
+                (response.status == 200 && text.contains("sensorfleet_operator_reconciles_total{"))
+                    .then_some(text)
+            },
+        )
+        .await;
     assert!(
         metrics.contains("kind=\"Pipeline\""),
         "the operator's /metrics counts Pipeline reconciles: {metrics}"
@@ -528,26 +607,27 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
         c.simulate("fleet.yaml", FIRST, 400, 1),
         "the first simulate",
     );
-    eventually(120, "the first stream in InfluxDB", || {
+    c.eventually(120, "the first stream in InfluxDB", || {
         let (c, ours) = (&c, &ours);
         async move { (c.stored(ours).await >= FIRST).then_some(()) }
     })
     .await;
     let devices = our_devices(&run);
     let device = devices[0].clone();
-    let latest = eventually(
-        60,
-        "a simulated device's latest value through the API",
-        || {
-            let path = format!("/api/device/{device}/latest");
-            async move {
-                api_json(api, &path)
-                    .await
-                    .filter(|j| j["temperature_celsius"].is_number())
-            }
-        },
-    )
-    .await;
+    let latest = c
+        .eventually(
+            60,
+            "a simulated device's latest value through the API",
+            || {
+                let path = format!("/api/device/{device}/latest");
+                async move {
+                    api_json(api, &path)
+                        .await
+                        .filter(|j| j["temperature_celsius"].is_number())
+                }
+            },
+        )
+        .await;
     assert_eq!(latest["device_id"], device.as_str(), "{latest}");
 
     // An alert, fired in the cluster, read through the API.
@@ -565,41 +645,43 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     // The device's own detectors (anomaly, spike) may fire on the jump too: the one
     // looked for is the rule's.
     let rule = format!("{}-hot", c.run);
-    let alert = eventually(90, "the too-hot alert through the API", || {
-        let (hot, rule) = (hot.clone(), rule.clone());
-        async move {
-            let json = api_json(api, &format!("/api/alerts?device_id={hot}")).await?;
-            json["alerts"]
-                .as_array()?
-                .iter()
-                .find(|a| a["device_id"] == hot.as_str() && a["rule"] == rule.as_str())
-                .cloned()
-        }
-    })
-    .await;
+    let alert = c
+        .eventually(90, "the too-hot alert through the API", || {
+            let (hot, rule) = (hot.clone(), rule.clone());
+            async move {
+                let json = api_json(api, &format!("/api/alerts?device_id={hot}")).await?;
+                json["alerts"]
+                    .as_array()?
+                    .iter()
+                    .find(|a| a["device_id"] == hot.as_str() && a["rule"] == rule.as_str())
+                    .cloned()
+            }
+        })
+        .await;
     assert_eq!(alert["alert_type"], "threshold", "{alert}");
     assert_eq!(alert["severity"], "critical", "{alert}");
 
     // The live status `kubectl get sf` and `kubectl get alertrule` show: every device of
     // the run's fleet reported (and stays online for its 10 minutes), none of the bench
     // fleet has yet; the rule's alert is firing.
-    let status = eventually(
-        60,
-        "the fleets' ONLINE count and the rule's firing count",
-        || {
-            let (c, run, rule) = (&c, &run, &rule);
-            async move {
-                let online = c.jsonpath(&format!("sensorfleet/{run}"), "{.status.onlineCount}");
-                let bench =
-                    c.jsonpath(&format!("sensorfleet/{run}-bench"), "{.status.onlineCount}");
-                let firing = c.jsonpath(&format!("alertrule/{rule}"), "{.status.firingCount}");
-                let fired = c.jsonpath(&format!("alertrule/{rule}"), "{.status.lastFired}");
-                (online == DEVICES.to_string() && firing.parse::<u64>().is_ok_and(|n| n >= 1))
-                    .then_some((bench, fired))
-            }
-        },
-    )
-    .await;
+    let status = c
+        .eventually(
+            60,
+            "the fleets' ONLINE count and the rule's firing count",
+            || {
+                let (c, run, rule) = (&c, &run, &rule);
+                async move {
+                    let online = c.jsonpath(&format!("sensorfleet/{run}"), "{.status.onlineCount}");
+                    let bench =
+                        c.jsonpath(&format!("sensorfleet/{run}-bench"), "{.status.onlineCount}");
+                    let firing = c.jsonpath(&format!("alertrule/{rule}"), "{.status.firingCount}");
+                    let fired = c.jsonpath(&format!("alertrule/{rule}"), "{.status.lastFired}");
+                    (online == DEVICES.to_string() && firing.parse::<u64>().is_ok_and(|n| n >= 1))
+                        .then_some((bench, fired))
+                }
+            },
+        )
+        .await;
     assert_eq!(status.0, "0", "no bench device has published yet");
     assert!(
         status.1.starts_with("20"),
@@ -610,14 +692,15 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
         "{}",
         String::from_utf8_lossy(&run_command(&mut c.kubectl(&["get", "sf"]), None).stdout)
     );
-    let before = eventually(60, "the hot readings in InfluxDB", || {
-        let (c, ours) = (&c, &ours);
-        async move {
-            let n = c.stored(ours).await;
-            (n >= FIRST + 3).then_some(n)
-        }
-    })
-    .await;
+    let before = c
+        .eventually(60, "the hot readings in InfluxDB", || {
+            let (c, ours) = (&c, &ours);
+            async move {
+                let n = c.stored(ours).await;
+                (n >= FIRST + 3).then_some(n)
+            }
+        })
+        .await;
     assert_eq!(
         before,
         FIRST + 3,
@@ -662,18 +745,19 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
             && c.rolled_out(&format!("deployment/{PIPELINE}-api"))
     });
     let want = before + SECOND;
-    let settled = eventually(
-        180,
-        "every reading of the second stream in InfluxDB",
-        || {
-            let (c, ours) = (&c, &ours);
-            async move {
-                let n = c.stored(ours).await;
-                (n >= want).then_some(n)
-            }
-        },
-    )
-    .await;
+    let settled = c
+        .eventually(
+            180,
+            "every reading of the second stream in InfluxDB",
+            || {
+                let (c, ours) = (&c, &ours);
+                async move {
+                    let n = c.stored(ours).await;
+                    (n >= want).then_some(n)
+                }
+            },
+        )
+        .await;
     // Nothing late on the way: the count stays where it is.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(settled, want, "every published reading stored once");
@@ -697,7 +781,7 @@ async fn the_chart_runs_on_a_real_node_and_loses_no_reading() {
     let t0 = Instant::now();
     let bench = c.simulate("bench.yaml", BENCH, 0, 3);
     let theirs = format!("{run}-b");
-    eventually(300, "the throughput run in InfluxDB", || {
+    c.eventually(300, "the throughput run in InfluxDB", || {
         let (c, theirs) = (&c, &theirs);
         async move { (c.stored(theirs).await >= BENCH).then_some(()) }
     })

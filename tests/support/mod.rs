@@ -244,7 +244,19 @@ impl Drop for Broker {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `seconds`.
-pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(seconds, check)
+        .await
+        .unwrap_or_else(|| panic!("timed out after {seconds} s waiting for {what}"))
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `seconds`: `None`
+/// when it never did (the caller says what it saw).
+pub async fn within<T, F, Fut>(seconds: u64, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -252,12 +264,11 @@ where
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {seconds} s waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
