@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sensorfleet::roles::{
-    api, apply, backtest, bench, bridge, crdgen, credentials, detect, operator, processor, rollup,
-    simulate, up,
+    api, apply, backtest, bench, bridge, crdgen, credentials, detect, operator, processor, replay,
+    rollup, simulate, up,
 };
 use sensorfleet_backends::signal::shutdown;
 
@@ -78,6 +78,11 @@ enum Role {
     /// Production role: consume readings from Kafka in a consumer group; windows,
     /// anomalies, health and alerts into Redis, PostgreSQL and the alerts topic.
     Processor(processor::ProcessorArgs),
+    /// Reprocess the readings still in Kafka from a time on into fresh processor state,
+    /// after a detector upgrade or a fixed rule; with the processors stopped. Resolved
+    /// alerts do not fire again. Example: sensorfleet replay --from 2h --kafka-url kafka://…
+    /// --postgres-url postgres://…
+    Replay(replay::ReplayArgs),
     /// Production role: the REST API, WebSocket feed, dashboard, /metrics and /health
     /// over the shared stores (InfluxDB, PostgreSQL, Redis).
     Api(api::ApiArgs),
@@ -124,6 +129,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
         Role::Bridge(args) => bridge::run(args, shutdown()).await,
         Role::Processor(args) => processor::run(args, shutdown()).await,
         Role::Api(args) => api::run(args, shutdown()).await,
+        Role::Replay(args) => replay::run(args).await,
         Role::Apply(args) => apply::run(args).await,
         Role::Rollup(args) => rollup::run(args, shutdown()).await,
         Role::Crdgen(args) => crdgen::run(args),

@@ -37,6 +37,8 @@ pub mod url;
 
 pub use cache::{Cache, DashboardCounters, DeviceMetrics, LiveEvent};
 pub use error::BackendError;
-pub use event_log::{Assignment, Delivery, EventLog, LogConsumer, Record, Topic, partition_of};
+pub use event_log::{
+    Assignment, Delivery, EventLog, LogConsumer, Record, Rewound, Topic, partition_of,
+};
 pub use registry::{DeviceRecord, Registry, RuleActivity};
 pub use timeseries::{HistoryQuery, Point, TimeSeries};

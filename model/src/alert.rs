@@ -60,8 +60,9 @@ impl AlertKind {
     }
 }
 
-/// Where an alert is in its lifecycle, as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where an alert is in its lifecycle, as the API shows it; ordered along it (an alert
+/// only moves to a later phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertPhase {
     /// The condition holds but not yet for the rule's `for` duration.
@@ -83,6 +84,18 @@ impl AlertPhase {
             Self::Acknowledged => "acknowledged",
             Self::Resolved => "resolved",
         }
+    }
+
+    /// The phase named `name` (as [`AlertPhase::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Firing,
+            Self::Acknowledged,
+            Self::Resolved,
+        ]
+        .into_iter()
+        .find(|phase| phase.as_str() == name)
     }
 }
 

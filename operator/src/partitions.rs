@@ -46,8 +46,11 @@ pub fn plan(declared_devices: u64, kafka: &KafkaSpec, current: i32) -> Partition
 }
 
 /// Processor replicas: one per partition (a consumer group cannot use more), at most
-/// `maxReplicas`.
+/// `maxReplicas`; none while `paused`.
 pub fn processor_replicas(partitions: i32, processor: &ProcessorSpec) -> i32 {
+    if processor.paused {
+        return 0;
+    }
     partitions.min(processor.max_replicas).max(1)
 }
 
@@ -101,6 +104,8 @@ mod tests {
         assert_eq!(processor_replicas(5, &p), 5);
         assert_eq!(processor_replicas(50, &p), 16);
         assert_eq!(processor_replicas(0, &p), 1);
+        let paused = ProcessorSpec { paused: true, ..p };
+        assert_eq!(processor_replicas(5, &paused), 0, "paused for a replay");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod detect;
 pub mod operator;
 pub mod processor;
+pub mod replay;
 pub mod rollup;
 pub mod simulate;
 pub mod up;

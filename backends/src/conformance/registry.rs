@@ -152,6 +152,19 @@ pub async fn registry_suite(registry: &dyn Registry, run: &str) {
             .iter()
             .any(|a| a.id == id)
     );
+    let unknown = format!("{run}-never/too-hot/1");
+    assert_eq!(
+        registry
+            .alert_phases(&[id.clone(), unknown])
+            .await
+            .expect("phases"),
+        vec![(id.clone(), AlertPhase::Resolved)],
+        "the stored phase of each known id; an unknown id is absent"
+    );
+    assert!(
+        registry.alert_phases(&[]).await.expect("no ids").is_empty(),
+        "no ids, no query, nothing"
+    );
 
     // Presence: written as changes by the processor, counted per fleet.
     assert_eq!(

@@ -85,8 +85,48 @@ pub trait EventLog: Send + Sync {
     /// For a broadcast every process reads once, live (the alert commands).
     async fn tail(&self, topic: Topic) -> Result<Box<dyn LogConsumer>, BackendError>;
 
+    /// Moves `group`'s committed position in `topic`, in every partition, to the first
+    /// record appended at or after `from_ms` (unix ms; the end where there is none, the
+    /// oldest record kept where all are newer), so the group's consumers reprocess from
+    /// there when they next start. Refused while the group has members: a running
+    /// consumer would commit over it. A log that keeps no history refuses it.
+    async fn rewind(
+        &self,
+        topic: Topic,
+        group: &str,
+        from_ms: i64,
+    ) -> Result<Vec<Rewound>, BackendError> {
+        let _ = (topic, group, from_ms);
+        Err(BackendError::Rejected {
+            backend: self.name(),
+            detail: "this event log keeps no history once it is processed, so there is \
+                     nothing to replay: replay needs Kafka"
+                .to_owned(),
+        })
+    }
+
     /// Short name for logs and health, e.g. `memory` or `kafka`.
     fn name(&self) -> &'static str;
+}
+
+/// What [`EventLog::rewind`] did to one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewound {
+    /// The partition.
+    pub partition: u32,
+    /// The group's committed offset before; `None` when it had none.
+    pub before: Option<u64>,
+    /// The committed offset now: the next record the group reads.
+    pub to: u64,
+    /// The partition's end (the offset the next appended record gets).
+    pub end: u64,
+}
+
+impl Rewound {
+    /// Records the group reads again (or for the first time) from `to` on.
+    pub fn records(&self) -> u64 {
+        self.end.saturating_sub(self.to)
+    }
 }
 
 /// A consumer in a group.

@@ -6,8 +6,8 @@ pub mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use sensorfleet_model::Alert;
 use sensorfleet_model::CompiledRule;
+use sensorfleet_model::{Alert, AlertPhase};
 
 use crate::BackendError;
 
@@ -22,6 +22,13 @@ fn alert_from_body(backend: &'static str, body: &str) -> Result<Alert, BackendEr
         backend,
         detail: format!("stored alert does not parse: {e}"),
     })
+}
+
+/// `(id, state)` rows as phases; a state this build does not know is left out (the
+/// alert is then written as if new).
+fn known_phases(rows: Vec<(String, String)>) -> impl Iterator<Item = (String, AlertPhase)> {
+    rows.into_iter()
+        .filter_map(|(id, state)| Some((id, AlertPhase::parse(&state)?)))
 }
 
 /// A device row (the original design's `devices` table plus fleet and timing).
@@ -85,6 +92,12 @@ pub trait Registry: Send + Sync {
 
     /// One alert by id.
     async fn alert(&self, id: &str) -> Result<Option<Alert>, BackendError>;
+
+    /// The stored phase of each of `ids` that the history holds (one query per chunk):
+    /// what the processor compares with before writing an alert, so that reprocessing
+    /// old readings never moves an alert back (a resolved alert does not fire again).
+    async fn alert_phases(&self, ids: &[String])
+    -> Result<Vec<(String, AlertPhase)>, BackendError>;
 
     /// How many alerts are firing or acknowledged, of every device: the dashboard's
     /// `total_alerts`, whichever processor holds them.

@@ -18,15 +18,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sensorfleet_model::Alert;
 use sensorfleet_model::CompiledRule;
 use sensorfleet_model::analytics::alert::Threshold;
 use sensorfleet_model::reading::parse_ts;
+use sensorfleet_model::{Alert, AlertPhase};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Row};
 
 use crate::BackendError;
-use crate::registry::{DeviceRecord, Registry, RuleActivity, alert_from_body, presence_word};
+use crate::registry::{
+    DeviceRecord, Registry, RuleActivity, alert_from_body, known_phases, presence_word,
+};
 use crate::url::mask;
 
 const BACKEND: &str = "postgres";
@@ -537,6 +539,23 @@ impl Registry for PostgresRegistry {
         body.as_deref()
             .map(|body| alert_from_body(BACKEND, body))
             .transpose()
+    }
+
+    async fn alert_phases(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, AlertPhase)>, BackendError> {
+        let mut phases = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, state FROM alerts WHERE id = ANY($1::text[])")
+                    .bind(chunk)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(classify)?;
+            phases.extend(known_phases(rows));
+        }
+        Ok(phases)
     }
 
     async fn save_rule_state(

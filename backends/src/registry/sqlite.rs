@@ -4,11 +4,13 @@
 use async_trait::async_trait;
 use sensorfleet_model::CompiledRule;
 use sensorfleet_model::reading::parse_ts;
-use sensorfleet_model::{Alert, Severity};
+use sensorfleet_model::{Alert, AlertPhase, Severity};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::BackendError;
-use crate::registry::{DeviceRecord, Registry, RuleActivity, alert_from_body, presence_word};
+use crate::registry::{
+    DeviceRecord, Registry, RuleActivity, alert_from_body, known_phases, presence_word,
+};
 use crate::sqlite::{BACKEND, ROWS_PER_STATEMENT, SqliteStore, unavailable};
 
 fn device_from_row(row: &sqlx::sqlite::SqliteRow) -> DeviceRecord {
@@ -222,6 +224,29 @@ impl Registry for SqliteStore {
         body.as_deref()
             .map(|body| alert_from_body(BACKEND, body))
             .transpose()
+    }
+
+    async fn alert_phases(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, AlertPhase)>, BackendError> {
+        let mut phases = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("SELECT id, state FROM alerts WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            query.push(")");
+            let rows: Vec<(String, String)> = query
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            phases.extend(known_phases(rows));
+        }
+        Ok(phases)
     }
 
     async fn save_rule_state(

@@ -265,6 +265,10 @@ pub struct ProcessorSpec {
     /// CPU and memory of each replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// No processor replica runs while true (default false): set it, then `sensorfleet
+    /// replay` can rewind their consumer group; unset it and they reprocess from there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl Default for ProcessorSpec {
@@ -274,6 +278,7 @@ impl Default for ProcessorSpec {
             window: default_window(),
             moving_average: default_moving_average(),
             resources: None,
+            paused: false,
         }
     }
 }

@@ -2,9 +2,12 @@
 //! engine's [`Output`], device metrics and presence changes of a [`Tick`], the dashboard
 //! counters, and dead letters for whatever a sink refused for its content.
 
+use std::collections::HashMap;
+
 use sensorfleet_backends::{
     BackendError, DashboardCounters, DeviceMetrics, DeviceRecord, Record, Topic,
 };
+use sensorfleet_model::{Alert, AlertPhase};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -93,6 +96,21 @@ pub(super) async fn flush(
                 sinks.registry.name(),
                 r,
             ));
+        }
+    }
+    if !out.alerts.is_empty() {
+        let ids: Vec<String> = out.alerts.iter().map(|a| a.id.clone()).collect();
+        let stored = hold("processor", "registry", shutdown, || {
+            sinks.registry.alert_phases(&ids)
+        })
+        .await?;
+        let behind = keep_not_behind(&mut out.alerts, &stored);
+        if behind > 0 {
+            info!(
+                alerts = behind,
+                "alerts the registry already holds in a later phase were not written again \
+                 (readings reprocessed after a crash or a replay)"
+            );
         }
     }
     if !out.alerts.is_empty() {
@@ -225,6 +243,24 @@ pub(super) async fn flush(
     Ok(registry_refused)
 }
 
+/// Drops the alerts whose id the registry holds in a later phase (`stored`): reprocessed
+/// readings never move an alert back, so a resolved alert does not fire again and an
+/// acknowledged one is not re-notified. The same phase is written again (idempotent; the
+/// cache and the alerts topic may have missed it before a crash). Returns how many went.
+fn keep_not_behind(alerts: &mut Vec<Alert>, stored: &[(String, AlertPhase)]) -> usize {
+    let stored: HashMap<&str, AlertPhase> = stored
+        .iter()
+        .map(|(id, phase)| (id.as_str(), *phase))
+        .collect();
+    let before = alerts.len();
+    alerts.retain(|a| {
+        stored
+            .get(a.id.as_str())
+            .is_none_or(|&phase| a.state >= phase)
+    });
+    before - alerts.len()
+}
+
 fn device_metrics(report: &DeviceReport) -> DeviceMetrics {
     let average_of = |field: &str| {
         (report.main_field.as_deref() == Some(field))
@@ -264,6 +300,40 @@ mod tests {
             health_score: 0.8,
             online: true,
         }
+    }
+
+    #[test]
+    fn an_alert_is_never_written_behind_its_stored_phase() {
+        let alert = |id: &str, state: AlertPhase| Alert {
+            id: id.to_owned(),
+            device_id: "d".to_owned(),
+            alert_type: sensorfleet_model::AlertKind::Threshold,
+            rule: "hot".to_owned(),
+            metric: None,
+            severity: sensorfleet_model::Severity::Warning,
+            state,
+            value: 1.0,
+            threshold: String::new(),
+            timestamp: String::new(),
+            started_at: String::new(),
+            message: String::new(),
+        };
+        let mut alerts = vec![
+            alert("resolved-refires", AlertPhase::Firing),
+            alert("acked-refires", AlertPhase::Firing),
+            alert("acked-resolves", AlertPhase::Resolved),
+            alert("firing-again", AlertPhase::Firing),
+            alert("new", AlertPhase::Firing),
+        ];
+        let stored = [
+            ("resolved-refires".to_owned(), AlertPhase::Resolved),
+            ("acked-refires".to_owned(), AlertPhase::Acknowledged),
+            ("acked-resolves".to_owned(), AlertPhase::Acknowledged),
+            ("firing-again".to_owned(), AlertPhase::Firing),
+        ];
+        assert_eq!(keep_not_behind(&mut alerts, &stored), 2);
+        let kept: Vec<&str> = alerts.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(kept, ["acked-resolves", "firing-again", "new"]);
     }
 
     #[test]

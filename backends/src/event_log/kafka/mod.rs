@@ -61,6 +61,7 @@ mod config;
 mod consumer;
 mod error;
 mod producer;
+mod rewind;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -106,6 +107,9 @@ impl ClientContext for LogContext {
         warn!(%error, reason, "kafka client error");
     }
 }
+
+/// A consumer that never subscribes (the rewind's) needs no rebalance handling.
+impl rdkafka::consumer::ConsumerContext for LogContext {}
 
 fn client_config(bootstrap: &str, options: &KafkaOptions) -> ClientConfig {
     let mut config = ClientConfig::new();

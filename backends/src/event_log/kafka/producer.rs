@@ -18,7 +18,7 @@ use super::consumer::{ConsumerState, KafkaConsumer};
 use super::error::classify;
 use super::{BACKEND, LogContext, client_config, millis};
 use crate::BackendError;
-use crate::event_log::{EventLog, LogConsumer, Record, Topic};
+use crate::event_log::{EventLog, LogConsumer, Record, Rewound, Topic};
 
 /// The Kafka event log: one idempotent producer shared by all appends, one consumer per
 /// [`EventLog::subscribe`].
@@ -187,6 +187,16 @@ impl EventLog for KafkaLog {
             grouped: false,
             seen: None,
         }))
+    }
+
+    async fn rewind(
+        &self,
+        topic: Topic,
+        group: &str,
+        from_ms: i64,
+    ) -> Result<Vec<Rewound>, BackendError> {
+        let name = self.options.topics.name(topic);
+        super::rewind::rewind(&self.bootstrap, &self.options, name, group, from_ms).await
     }
 
     fn name(&self) -> &'static str {
