@@ -531,7 +531,9 @@ async fn up_uses_an_external_mosquitto_broker() {
 /// takes them. Every reading a publisher had acknowledged is in the SQLite store the
 /// moment the publishers are done, because the embedded ingest endpoint acknowledges only
 /// what the bridge has stored: stored == published. Bounded: the publishers are killed
-/// (and the test fails) after 150 s.
+/// (and the test fails) after 300 s: a bound, not a timing (the burst took 96.6 s alone on
+/// 2026-12-02, 128 s on 2026-12-03, and over 150 s beside this file's other tests under
+/// load; its time is BENCHMARKS.md's to record).
 ///
 /// Each publisher's 80,000 lines go through two `mosquitto_pub -l` runs of 40,000, one
 /// after the other: mosquitto_pub 2.0.11 numbers messages with a 16-bit id and, in `-l`
@@ -574,7 +576,7 @@ async fn up_stores_every_acknowledged_reading_of_a_640k_burst() {
     // (device, timestamp) distinct, so the store keeps each one.
     let base = now_ms() - PER_PUBLISHER - 10_000;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(150);
+    let deadline = started + Duration::from_secs(300);
     let lanes: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let port = port.clone();
@@ -631,7 +633,7 @@ async fn up_stores_every_acknowledged_reading_of_a_640k_burst() {
     let elapsed = started.elapsed();
     assert!(
         results.iter().all(Result::is_ok),
-        "every publisher finished, all acknowledged, within 150 s: {results:?}; log:\n{}",
+        "every publisher finished, all acknowledged, within 300 s: {results:?}; log:\n{}",
         up.log_text()
     );
     let published = PUBLISHERS as u64 * PER_PUBLISHER as u64;

@@ -607,7 +607,7 @@ async fn a_rollout_of_bridges_under_their_stateful_set_ids_loses_nothing() {
     }
     let total = (devices.len() * per_device) as u64;
     let regex = format!("^{}-r", stack.run);
-    let stored = eventually(60, "every reading of the rollout in InfluxDB", || {
+    let stored = eventually(180, "every reading of the rollout in InfluxDB", || {
         let stack = &stack;
         let regex = regex.clone();
         async move {
