@@ -941,20 +941,13 @@ async fn a_device_silent_while_every_processor_was_down_goes_offline_when_one_re
 
 /// The state of alert `id` in the run's PostgreSQL registry, read with `psql`.
 fn registry_state(stack: &Stack, id: &str) -> String {
-    let output = Command::new("psql")
-        .args([&stack.postgres_url, "-tA", "-c"])
-        .arg(format!(
+    stack
+        .registry_rows(&format!(
             "SELECT state FROM alerts WHERE id = '{}'",
             id.replace('\'', "''")
         ))
-        .output()
-        .expect("run psql");
-    assert!(
-        output.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        .trim()
+        .to_owned()
 }
 
 /// Acknowledge and clear over the commands topic: when the API answers, the registry

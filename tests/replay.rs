@@ -25,17 +25,8 @@ fn replay(stack: &Stack, from: &str) -> Output {
 
 /// The run's alerts in the registry: id → state.
 fn registry_alerts(stack: &Stack) -> BTreeMap<String, String> {
-    let output = Command::new("psql")
-        .args([&stack.postgres_url, "-tA", "-F", "\t", "-c"])
-        .arg("SELECT id, state FROM alerts WHERE body->>'rule' = 'replay-hot'")
-        .output()
-        .expect("run psql");
-    assert!(
-        output.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    stack
+        .registry_rows("SELECT id, state FROM alerts WHERE body->>'rule' = 'replay-hot'")
         .lines()
         .filter_map(|l| l.split_once('\t'))
         .map(|(id, state)| (id.to_owned(), state.to_owned()))

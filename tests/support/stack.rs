@@ -265,6 +265,21 @@ impl Stack {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs `sql` on this run's PostgreSQL registry with `psql` and returns its rows,
+    /// unaligned, columns separated by tabs; fails the test if `psql` does.
+    pub fn registry_rows(&self, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args([&self.postgres_url, "-tA", "-F", "\t", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Appends one record to a Kafka topic of this run with `kcat`, bypassing the bridge.
     pub fn kafka_produce(&self, topic: &str, key: &str, value: &str) {
         use std::io::Write;
