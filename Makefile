@@ -13,6 +13,8 @@ export npm_config_cache ?= $(CACHE)/npm
 # properties): bounded for a test run; a long run sets more (BENCHMARKS.md).
 export PROPTEST_CASES ?= 4096
 BIN := $(CARGO_TARGET_DIR)/release/sensorfleet
+# The contract test (tests/api_contract.rs) runs this schemathesis.
+export SENSORFLEET_SCHEMATHESIS ?= $(shell scripts/install-schemathesis --path)
 SHELL := /bin/bash
 
 .PHONY: up test deps services build unit browser browser-run lint fmt bench openapi chart-crds image help
@@ -20,10 +22,12 @@ SHELL := /bin/bash
 help:
 	@grep -E "^#   |^## " Makefile | sed -E "s/^#+ */  /"
 
-## deps: Debian packages (mosquitto-clients, chromium, …) and the browser test's npm packages.
+## deps: Debian packages (mosquitto-clients, chromium, …), the browser test's npm packages
+## and schemathesis (PyPI, for the API contract test).
 deps:
 	scripts/install-deps base
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	scripts/install-schemathesis
 
 ## services: the real services the backend integration tests use (scripts/testenv;
 ## idempotent: what already answers is left alone). kube is a Kubernetes control plane

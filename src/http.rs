@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 pub struct HttpClient {
     addr: SocketAddr,
     stream: Option<BufReader<TcpStream>>,
+    bearer: Option<String>,
 }
 
 /// A response: status and body.
@@ -17,6 +18,8 @@ pub struct HttpClient {
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -26,35 +29,65 @@ impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl HttpClient {
     /// A client for the server at `addr`; connects on first use.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, stream: None }
+        Self {
+            addr,
+            stream: None,
+            bearer: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <credential>` with every request.
+    pub fn with_bearer(mut self, credential: &str) -> Self {
+        self.bearer = Some(credential.to_owned());
+        self
     }
 
     /// `GET path`, reconnecting once if the kept-alive connection was closed.
     pub async fn get(&mut self, path: &str) -> std::io::Result<HttpResponse> {
-        self.request("GET", path).await
+        self.request("GET", path, &[]).await
     }
 
     /// `POST path` with an empty body.
     pub async fn post(&mut self, path: &str) -> std::io::Result<HttpResponse> {
-        self.request("POST", path).await
+        self.request("POST", path, &[]).await
     }
 
-    async fn request(&mut self, method: &str, path: &str) -> std::io::Result<HttpResponse> {
-        match self.try_request(method, path).await {
+    /// `method path` with extra `headers` (an upgrade answered 101 ends the connection's
+    /// use as HTTP: make a new client after it).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<HttpResponse> {
+        match self.try_request(method, path, headers).await {
             Ok(response) => Ok(response),
             Err(_) => {
                 self.stream = None;
-                self.try_request(method, path).await
+                self.try_request(method, path, headers).await
             }
         }
     }
 
-    async fn try_request(&mut self, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+    async fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<HttpResponse> {
         if self.stream.is_none() {
             let stream = TcpStream::connect(self.addr).await?;
             stream.set_nodelay(true)?;
@@ -63,10 +96,14 @@ impl HttpClient {
         let Some(stream) = self.stream.as_mut() else {
             return Err(std::io::Error::other("not connected"));
         };
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
-            self.addr
-        );
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if let Some(bearer) = &self.bearer {
+            request.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+        }
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("Content-Length: 0\r\n\r\n");
         stream.get_mut().write_all(request.as_bytes()).await?;
         let mut line = String::new();
         stream.read_line(&mut line).await?;
@@ -77,6 +114,7 @@ impl HttpClient {
             .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
         let mut length = None;
         let mut chunked = false;
+        let mut headers = Vec::new();
         loop {
             line.clear();
             if stream.read_line(&mut line).await? == 0 {
@@ -87,6 +125,9 @@ impl HttpClient {
                 break;
             }
             let lower = header.to_ascii_lowercase();
+            if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+            }
             if let Some(v) = lower.strip_prefix("content-length:") {
                 length = v.trim().parse::<usize>().ok();
             } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
@@ -110,6 +151,10 @@ impl HttpClient {
             body.resize(length.unwrap_or(0), 0);
             stream.read_exact(&mut body).await?;
         }
-        Ok(HttpResponse { status, body })
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }

@@ -623,7 +623,7 @@ fn every_option_on_renders_cluster_rights_monitors_and_the_example_pipeline() {
         "the chart's example Pipeline and examples/kind/pipeline.yaml differ"
     );
 
-    // Each pod is admitted only on the port it serves; a rollup run on none.
+    // Each pod is admitted only on the ports it serves; a rollup run on none.
     let policies = all_of(&objects, "NetworkPolicy");
     let admitted = |component: &str| -> Vec<i64> {
         let policy = policies
@@ -648,7 +648,7 @@ fn every_option_on_renders_cluster_rights_monitors_and_the_example_pipeline() {
     };
     assert_eq!(admitted("bridge"), [9090]);
     assert_eq!(admitted("processor"), [9090]);
-    assert_eq!(admitted("api"), [8080]);
+    assert_eq!(admitted("api"), [8080, 9090]);
     assert_eq!(admitted("rollup"), Vec::<i64>::new());
     assert_eq!(admitted("operator"), [9090]);
     assert_eq!(policies.len(), 5);

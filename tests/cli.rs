@@ -196,7 +196,7 @@ fn every_worker_setting_the_operator_renders_is_read_by_a_role() {
 /// shows them, and a role that fails to reach its backends does not print them either.
 #[test]
 fn no_secret_is_printed_by_help_or_by_a_failing_role() {
-    const SECRETS: [(&str, &str); 7] = [
+    const SECRETS: [(&str, &str); 9] = [
         (
             "SENSORFLEET_KAFKA_URL",
             "kafka://svc:kafkaS3cret@127.0.0.1:1",
@@ -211,7 +211,15 @@ fn no_secret_is_printed_by_help_or_by_a_failing_role() {
             "postgres://svc:pgS3cret@127.0.0.1:1/registry",
         ),
         ("SENSORFLEET_MQTT_URL", "mqtt://svc:mqttS3cret@127.0.0.1:1"),
-        ("SENSORFLEET_API_TOKEN", "tokenS3cret"),
+        ("SENSORFLEET_API_TOKEN", "tokenS3cret-0123456789"),
+        (
+            "SENSORFLEET_API_KEYS",
+            "grafana=viewer:keyS3cret-0123456789,ci=operator:keyS3cret-9876543210",
+        ),
+        (
+            "SENSORFLEET_JWT_SECRET",
+            "jwtS3cret-0123456789abcdef0123456789",
+        ),
         ("SENSORFLEET_CONNECT_TIMEOUT", "1s"),
     ];
     // Each run is cut off after 15 s: a role that keeps retrying has printed enough.

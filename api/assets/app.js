@@ -209,7 +209,7 @@
   async function api(path, opts = {}) {
     const method = opts.method || 'GET';
     const headers = { Accept: 'application/json' };
-    const token = method !== 'GET' ? apiToken() : null;
+    const token = apiToken();
     if (token) headers.Authorization = `Bearer ${token}`;
     let res;
     try {
@@ -224,6 +224,9 @@
     }
     if (!res.ok) {
       const msg = body && typeof body.error === 'string' ? body.error : `HTTP ${res.status}`;
+      if (res.status === 401 && !opts.retried && await signIn(msg)) {
+        return api(path, { ...opts, retried: true });
+      }
       const code = body && body.code ? body.code : String(res.status);
       throw new ApiError(msg, code, res.status);
     }
@@ -231,17 +234,40 @@
     return body;
   }
 
-  // A server started with --api-token wants it on the requests that change something
-  // (ack, clear). Asked for once, kept for this tab only.
+  // A server with auth on (--api-keys, --api-token, JWTs) wants a credential on every
+  // request but the page's own files. Asked for once, kept for this tab only, sent as
+  // a bearer header (never a cookie, so other sites cannot use it).
   const TOKEN_KEY = 'sensorfleet-api-token';
   function apiToken() {
     try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
   }
   function askToken(why) {
-    const t = window.prompt(`${why}\n\nAPI token (the server's --api-token):`, '');
+    const t = window.prompt(`${why}\n\nAPI key or token:`, '');
     if (!t) return false;
     try { sessionStorage.setItem(TOKEN_KEY, t.trim()); } catch (e) { return false; }
     return true;
+  }
+  // Several requests may be refused at once: they share one question, and a user who
+  // declines is not asked again until the page is reloaded.
+  let signingIn = null;
+  let declined = false;
+  function signIn(why) {
+    if (declined) return Promise.resolve(false);
+    if (!signingIn) {
+      signingIn = Promise.resolve().then(() => {
+        const ok = askToken(why);
+        declined = !ok;
+        signingIn = null;
+        return ok;
+      });
+    }
+    return signingIn;
+  }
+  // Browsers cannot put headers on a WebSocket: the credential travels as a subprotocol
+  // next to the feed's own, which the server answers with.
+  function wsProtocols() {
+    const token = apiToken();
+    return token ? ['sensorfleet', `bearer.${token}`] : ['sensorfleet'];
   }
 
   function reportError(what, e) {
@@ -1076,7 +1102,7 @@
         try {
           res = await api(path, { method: 'POST' });
         } catch (e) {
-          if (!(e.status === 401 || e.status === 403) || !askToken(e.message)) throw e;
+          if (e.status !== 403 || !askToken(e.message)) throw e;
           res = await api(path, { method: 'POST' });
         }
         // Show the new state at once; the next poll (or a live frame) confirms it.
@@ -1135,7 +1161,7 @@
     let markOpen;
     const opened = new Promise((resolve) => { markOpen = resolve; });
     try {
-      ws = new WebSocket(wsUrl());
+      ws = new WebSocket(wsUrl(), wsProtocols());
     } catch (e) {
       scheduleReconnect(gen);
       return opened;

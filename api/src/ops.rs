@@ -1,8 +1,6 @@
 //! The small HTTP surface of a worker role that has no API of its own (`sensorfleet
 //! bridge`, `sensorfleet processor`): `/metrics` and the Kubernetes probes.
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -51,14 +49,7 @@ async fn ready(State(probe): State<StatusProbe>) -> (StatusCode, Json<serde_json
 pub async fn serve(
     listener: TcpListener,
     probe: StatusProbe,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServeError> {
-    crate::telemetry::register_all();
-    let app = router(probe).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .map_err(ServeError::Serve)
+    crate::serve_app(listener, router(probe), shutdown).await
 }

@@ -86,11 +86,21 @@ impl Worker {
         }
     }
 
-    /// Name and number of the port that serves `/health/*` and `/metrics`.
+    /// Name and number of the port its Service exposes: the API's own for the API,
+    /// `/metrics` and `/health/*` for the others.
     pub fn port(self) -> (&'static str, i32) {
         match self {
             Self::Api => ("http", API_PORT),
             _ => ("metrics", METRICS_PORT),
+        }
+    }
+
+    /// The ports of its container: the Service's and, for the API, the ops port that
+    /// answers `/metrics` and the probes without the API's credentials.
+    pub fn container_ports(self) -> Vec<(&'static str, i32)> {
+        match self {
+            Self::Api => vec![("http", API_PORT), ("metrics", METRICS_PORT)],
+            _ => vec![("metrics", METRICS_PORT)],
         }
     }
 
@@ -240,10 +250,18 @@ pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
             &with_userinfo(&spec.redis.url, ":$(SENSORFLEET_REDIS_PASSWORD)"),
         ));
     }
-    if worker == Worker::Api
-        && let Some(secret) = &spec.api.token_secret
-    {
-        env.push(from_secret("SENSORFLEET_API_TOKEN", secret, "token"));
+    if worker == Worker::Api {
+        let auth = spec.api.auth.clone().unwrap_or_default();
+        let jwt = auth.jwt.unwrap_or_default();
+        for (var, secret, key) in [
+            ("SENSORFLEET_API_TOKEN", &spec.api.token_secret, "token"),
+            ("SENSORFLEET_API_KEYS", &auth.api_keys_secret, "keys"),
+            ("SENSORFLEET_JWT_SECRET", &jwt.secret, "secret"),
+        ] {
+            if let Some(secret) = secret {
+                env.push(from_secret(var, secret, key));
+            }
+        }
     }
     if worker == Worker::Bridge {
         if let Some(secret) = &spec.mqtt.credentials_secret {
@@ -530,16 +548,29 @@ pub fn pipeline_objects(pipeline: &Pipeline, replicas: Replicas) -> Result<Desir
 /// Settings only one role reads, as its container's env (the ConfigMap holds what every
 /// role shares).
 pub fn role_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
-    match worker {
-        Worker::Api => spec
-            .api
-            .rate_limit
-            .filter(|rate| *rate > 0.0)
-            .map(|rate| plain("SENSORFLEET_RATE_LIMIT", &rate.to_string()))
-            .into_iter()
-            .collect(),
-        _ => Vec::new(),
+    if worker != Worker::Api {
+        return Vec::new();
     }
+    let auth = spec.api.auth.clone().unwrap_or_default();
+    let jwt = auth.jwt.unwrap_or_default();
+    let origins = (!auth.allowed_origins.is_empty()).then(|| auth.allowed_origins.join(","));
+    let rate = spec
+        .api
+        .rate_limit
+        .filter(|rate| *rate > 0.0)
+        .map(|r| r.to_string());
+    [
+        ("SENSORFLEET_RATE_LIMIT", rate),
+        ("SENSORFLEET_JWT_JWKS_URL", jwt.jwks_url),
+        ("SENSORFLEET_JWT_ISSUER", jwt.issuer),
+        ("SENSORFLEET_JWT_AUDIENCE", jwt.audience),
+        ("SENSORFLEET_JWT_ROLE_CLAIM", jwt.role_claim),
+        ("SENSORFLEET_ALLOWED_ORIGINS", origins),
+        ("SENSORFLEET_CLIENT_IP_HEADER", auth.client_ip_header),
+    ]
+    .into_iter()
+    .filter_map(|(var, value)| Some(plain(var, &value?)))
+    .collect()
 }
 
 /// The one container of a worker's pods, running `args` (the role and its flags).
@@ -576,7 +607,6 @@ fn pod_template(
     worker: Worker,
     config_hash: &str,
 ) -> PodTemplateSpec {
-    let (port_name, port) = worker.port();
     let wanted = match worker {
         Worker::Bridge => spec.bridge.resources.as_ref(),
         Worker::Processor => spec.processor.resources.as_ref(),
@@ -585,14 +615,20 @@ fn pod_template(
     let mut env = secret_env(worker, spec);
     env.extend(role_env(worker, spec));
     let container = Container {
-        ports: Some(vec![ContainerPort {
-            name: Some(port_name.into()),
-            container_port: port,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
-        liveness_probe: Some(probe("/health/live", port_name, 10)),
-        readiness_probe: Some(probe("/health/ready", port_name, 5)),
+        ports: Some(
+            worker
+                .container_ports()
+                .into_iter()
+                .map(|(name, port)| ContainerPort {
+                    name: Some(name.into()),
+                    container_port: port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        liveness_probe: Some(probe("/health/live", "metrics", 10)),
+        readiness_probe: Some(probe("/health/ready", "metrics", 5)),
         ..worker_container(
             owner,
             spec,

@@ -117,7 +117,7 @@ fn the_full_pipeline_renders_every_object() {
             .and_then(|p| p.http_get.as_ref())
             .expect("liveness");
         assert_eq!(live.path.as_deref(), Some("/health/live"));
-        assert_eq!(live.port, IntOrString::String(port_name.into()));
+        assert_eq!(live.port, IntOrString::String("metrics".into()));
         let ready = c
             .readiness_probe
             .as_ref()
@@ -379,20 +379,67 @@ fn the_api_gets_its_token_rate_limit_and_autoscaler_and_no_other_role_does() {
         (token.name.as_str(), token.key.as_str()),
         ("api-token", "token")
     );
-    assert_eq!(
-        env(api, "SENSORFLEET_RATE_LIMIT").and_then(|e| e.value.as_deref()),
-        Some("50")
-    );
+    for (var, secret, key) in [
+        ("SENSORFLEET_API_KEYS", "api-keys", "keys"),
+        ("SENSORFLEET_JWT_SECRET", "api-jwt", "secret"),
+    ] {
+        let from = env(api, var)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap_or_else(|| panic!("{var} from its Secret"));
+        assert_eq!((from.name.as_str(), from.key.as_str()), (secret, key));
+    }
+    let plain_env = [
+        ("SENSORFLEET_RATE_LIMIT", "50"),
+        ("SENSORFLEET_JWT_JWKS_URL", "https://idp.example.com/jwks"),
+        ("SENSORFLEET_JWT_ISSUER", "https://idp.example.com"),
+        ("SENSORFLEET_JWT_AUDIENCE", "sensorfleet"),
+        ("SENSORFLEET_JWT_ROLE_CLAIM", "groups"),
+        (
+            "SENSORFLEET_ALLOWED_ORIGINS",
+            "https://grafana.example.com,https://ops.example.com",
+        ),
+        ("SENSORFLEET_CLIENT_IP_HEADER", "x-forwarded-for"),
+    ];
+    for (var, value) in plain_env {
+        assert_eq!(
+            env(api, var).and_then(|e| e.value.as_deref()),
+            Some(value),
+            "{var}"
+        );
+    }
+    let auth_vars = [
+        "SENSORFLEET_API_TOKEN",
+        "SENSORFLEET_API_KEYS",
+        "SENSORFLEET_JWT_SECRET",
+    ];
     for worker in [Worker::Bridge, Worker::Processor] {
         let c = container(&desired, worker);
-        assert!(env(c, "SENSORFLEET_API_TOKEN").is_none(), "{worker:?}");
-        assert!(env(c, "SENSORFLEET_RATE_LIMIT").is_none(), "{worker:?}");
+        for var in auth_vars.iter().chain(plain_env.iter().map(|(v, _)| v)) {
+            assert!(env(c, var).is_none(), "{worker:?} gets {var}");
+        }
     }
     let config = desired.config_map.data.as_ref().expect("data");
     assert!(
-        config.keys().all(|k| k != "SENSORFLEET_API_TOKEN"),
-        "the token never goes in the ConfigMap"
+        config.keys().all(|k| !auth_vars.contains(&k.as_str())),
+        "no credential goes in the ConfigMap"
     );
+    // The probes answer on the ops port, which needs no credential; the Service and the
+    // Ingress keep the API's own port.
+    let ports: Vec<_> = api
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(ports, [(Some("http"), 8080), (Some("metrics"), 9090)]);
+    for probe in [&api.liveness_probe, &api.readiness_probe] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("http probe");
+        assert_eq!(get.port, IntOrString::String("metrics".into()));
+    }
 
     let hpa = desired.autoscaler.as_ref().expect("autoscaler");
     let spec = &hpa.spec;

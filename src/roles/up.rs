@@ -71,12 +71,8 @@ pub struct UpArgs {
     /// Chance per simulated reading of an injected anomaly.
     #[arg(long, default_value_t = 0.0005)]
     pub anomaly_rate: f64,
-    /// Require `Authorization: Bearer <token>` on POST endpoints (acknowledge, clear).
-    #[arg(long, env = "SENSORFLEET_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
-    /// Requests per second per client IP (0: unlimited).
-    #[arg(long, default_value_t = 0.0, env = "SENSORFLEET_RATE_LIMIT")]
-    pub rate_limit: f64,
+    #[command(flatten)]
+    pub access: api::AccessArgs,
     /// How long raw readings are kept; hourly rollups stay.
     #[arg(long, default_value = "7d", value_parser = parse_duration, env = "SENSORFLEET_RETENTION")]
     pub retention: Duration,
@@ -274,8 +270,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
     });
     let api_args = ApiArgs {
         http_addr: args.http_addr,
-        api_token: args.api_token.clone(),
-        rate_limit: args.rate_limit,
+        access: args.access.clone(),
         ..defaults()
     };
     let api_backends = ApiBackends {
@@ -286,7 +281,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
     };
     let (api_stop, api_stopped) = watch::channel(false);
     let (http_addr, api_worker) =
-        api::spawn(&api_args, api_backends, Some(probe), api_stopped).await?;
+        api::spawn(&api_args, api_backends, Some(probe), None, api_stopped).await?;
     let api = Running {
         stop: api_stop,
         worker: api_worker,

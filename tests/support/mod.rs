@@ -114,12 +114,24 @@ pub struct Up {
     pub data_dir: PathBuf,
     /// Log file.
     pub log: PathBuf,
+    /// The API credential its clients send, when auth is on.
+    pub credential: Option<String>,
 }
 
 impl Up {
     /// Starts `up` with `args` after the addresses and data dir, and waits until
     /// `/health/system` says healthy.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Up {
+        Up::start_as(data_dir, extra, &[], None).await
+    }
+
+    /// [`Up::start`] with `env` set, its clients sending `credential` as a bearer token.
+    pub async fn start_as(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        credential: Option<&str>,
+    ) -> Up {
         let http = free_addr();
         let mqtt = free_addr();
         let log = data_dir.join(format!("up-{}.log", http.port()));
@@ -130,6 +142,7 @@ impl Up {
             .args(["--http-addr", &http.to_string()])
             .args(["--mqtt-addr", &mqtt.to_string()])
             .args(extra)
+            .envs(env.iter().copied())
             .env("SENSORFLEET_LOG", "info,rumqttd=off")
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
@@ -141,8 +154,9 @@ impl Up {
             mqtt,
             data_dir: data_dir.to_owned(),
             log,
+            credential: credential.map(str::to_owned),
         };
-        let mut client = HttpClient::new(http);
+        let mut client = up.client();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             // Healthy includes "the bridge is subscribed": earlier readings would reach no one.
@@ -164,7 +178,11 @@ impl Up {
 
     /// A client for the API.
     pub fn client(&self) -> HttpClient {
-        HttpClient::new(self.http)
+        let client = HttpClient::new(self.http);
+        match &self.credential {
+            Some(credential) => client.with_bearer(credential),
+            None => client,
+        }
     }
 
     /// The log so far.

@@ -41,7 +41,8 @@ pub async fn upgrade(
         ))
         .into_response();
     }
-    ws.on_upgrade(move |socket| feed(socket, state, device))
+    ws.protocols([crate::auth::WS_PROTOCOL])
+        .on_upgrade(move |socket| feed(socket, state, device))
 }
 
 fn frame(event: &LiveEvent, device: Option<&str>) -> Option<String> {

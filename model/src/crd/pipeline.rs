@@ -297,12 +297,17 @@ pub struct ApiSpec {
     /// CPU and memory of each replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
-    /// Secret (same namespace) with key `token`: the bearer token the API requires on
-    /// acknowledge and clear. None: those are open to whoever reaches the API, so set it
-    /// before giving the API an Ingress.
+    /// Secret (same namespace) with key `token`: one bearer token with the admin role.
+    /// It, or `auth`, turns auth on: every route then needs a credential but the
+    /// dashboard's files, the OpenAPI document and the probes. None of both: the API is
+    /// open to whoever reaches it, so set one before giving the API an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<String>,
-    /// Requests per second per client address (token bucket; none or 0: unlimited).
+    /// API keys, JWTs and browser origins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ApiAuthSpec>,
+    /// Requests per second per principal, or per client address for anonymous calls
+    /// (token bucket; none or 0: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub rate_limit: Option<f64>,
@@ -318,10 +323,57 @@ impl Default for ApiSpec {
             ingress: None,
             resources: None,
             token_secret: None,
+            auth: None,
             rate_limit: None,
             autoscaling: None,
         }
     }
+}
+
+/// Who may use the API. Secrets are read by the API pods only, as environment
+/// variables; nothing here reaches a ConfigMap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiAuthSpec {
+    /// Secret (same namespace) with key `keys`: API keys as `name=role:key` lines, roles
+    /// `viewer` (reads, live feed, /metrics), `operator` (also acknowledge and clear) and
+    /// `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_secret: Option<String>,
+    /// Bearer JWTs: HS256 with a shared secret, RS256/ES256 from an OIDC provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Origins besides the API's own whose pages may open the live feed, e.g.
+    /// `https://grafana.example.com`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// Header the ingress sets to the client's address (e.g. `x-forwarded-for`), which
+    /// anonymous callers are then rate-limited by. Set it only when every request comes
+    /// through a proxy that writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip_header: Option<String>,
+}
+
+/// How bearer JWTs are verified.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    /// Secret (same namespace) with key `secret`: the HS256 shared secret (32 bytes or
+    /// more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The provider's JWKS URL (`jwks_uri` of its OpenID configuration), for RS256/ES256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The `iss` tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// An `aud` tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The claim holding the role (default `role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_claim: Option<String>,
 }
 
 /// A HorizontalPodAutoscaler on average CPU use (of the requested CPU).
@@ -526,12 +578,49 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
         ("spec.mqtt.credentialsSecret", &spec.mqtt.credentials_secret),
         ("spec.redis.passwordSecret", &spec.redis.password_secret),
         ("spec.api.tokenSecret", &spec.api.token_secret),
+        (
+            "spec.api.auth.apiKeysSecret",
+            &spec
+                .api
+                .auth
+                .as_ref()
+                .and_then(|a| a.api_keys_secret.clone()),
+        ),
+        (
+            "spec.api.auth.jwt.secret",
+            &spec
+                .api
+                .auth
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref()?.secret.clone()),
+        ),
     ] {
         if let Some(name) = secret
             && !is_dns_label(name)
         {
             add(field, format!("{name:?} must name a Secret"));
         }
+    }
+    if let Some(url) = spec
+        .api
+        .auth
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref()?.jwks_url.as_ref())
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        add(
+            "spec.api.auth.jwt.jwksUrl",
+            format!("{url:?} must be an https:// (or http://) URL"),
+        );
+    }
+    if let Some(jwt) = spec.api.auth.as_ref().and_then(|a| a.jwt.as_ref())
+        && jwt.secret.is_none()
+        && jwt.jwks_url.is_none()
+    {
+        add(
+            "spec.api.auth.jwt",
+            "needs secret (HS256) or jwksUrl (RS256/ES256)".into(),
+        );
     }
     if spec.bridge.replicas < 0 {
         add("spec.bridge.replicas", "must not be negative".into());
