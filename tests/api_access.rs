@@ -186,6 +186,16 @@ async fn the_live_feed_takes_its_credential_as_a_subprotocol_and_refuses_foreign
     let as_viewer = format!("sensorfleet, bearer.{VIEWER}");
     let own = format!("http://{}", up.http);
     assert_eq!(open_feed(&up, None, None).await, Err(401), "anonymous");
+    // Not a handshake at all: a JSON error, as documented, not the library's plain text.
+    let plain = up.client().get("/api/ws").await.expect("plain GET");
+    assert_eq!(plain.status, 400);
+    assert_eq!(plain.header("content-type"), Some("application/json"));
+    assert_eq!(
+        plain.json()["code"],
+        "not_a_websocket",
+        "{:?}",
+        plain.json()
+    );
     assert_eq!(
         open_feed(&up, Some("sensorfleet"), Some(&own)).await,
         Err(401),

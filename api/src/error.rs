@@ -13,7 +13,7 @@ pub struct ErrorBody {
     /// What went wrong and what to do, for a person.
     pub error: String,
     /// A stable machine-readable code: `bad_parameter`, `not_found`, `unauthorized`,
-    /// `forbidden`, `rate_limited`, `backend_unavailable`, `internal`.
+    /// `forbidden`, `rate_limited`, `not_a_websocket`, `backend_unavailable`, `internal`.
     pub code: String,
 }
 
@@ -49,6 +49,11 @@ impl ApiError {
     /// 429: too many requests from this client.
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    }
+
+    /// 400 or 426: a request to the live feed that is not a WebSocket handshake.
+    pub fn not_a_websocket(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, "not_a_websocket", message)
     }
 
     /// 503: the feature needs a component this process does not run.

@@ -49,7 +49,7 @@ impl Concern {
     fn accepted(self) -> &'static str {
         match self {
             Self::EventLog => "`embedded` or kafka://host:9092[,host2:9092]",
-            Self::TimeSeries => "`embedded` or influx://host:8086?db=sensors",
+            Self::TimeSeries => "`embedded`, influx://host:8086?db=sensors or influxs://… (TLS)",
             Self::Cache => "`embedded` or redis://host:6379",
             Self::Registry => "`embedded` or postgres://user:password@host:5432/database",
         }
@@ -107,7 +107,7 @@ pub fn choose(concern: Concern, text: &str) -> Result<Choice, ConnectError> {
     let fits = matches!(
         (concern, scheme.as_deref()),
         (Concern::EventLog, Some("kafka"))
-            | (Concern::TimeSeries, Some("influx" | "influxdb"))
+            | (Concern::TimeSeries, Some("influx" | "influxs" | "influxdb"))
             | (Concern::Cache, Some("redis"))
             | (Concern::Registry, Some("postgres" | "postgresql"))
     );
@@ -133,6 +133,8 @@ pub struct BackendUrls {
     pub cache: String,
     /// Registry: `embedded` or `postgres://…`.
     pub registry: String,
+    /// The time series' token (`Authorization: Token …`), when not in the environment.
+    pub influx_token: Option<String>,
     /// The folder of the embedded SQLite file.
     pub data_dir: PathBuf,
     /// The role opening them, for errors (`sensorfleet bridge`).
@@ -214,7 +216,14 @@ impl Connector {
         match choose(Concern::TimeSeries, &self.urls.time_series)? {
             Choice::Embedded => Ok(Arc::new(self.sqlite().await?)),
             Choice::Url(url) => Ok(Arc::new(
-                InfluxStore::connect(&url, InfluxOptions::default()).await?,
+                InfluxStore::connect(
+                    &url,
+                    InfluxOptions {
+                        token: self.urls.influx_token.clone(),
+                        ..InfluxOptions::default()
+                    },
+                )
+                .await?,
             )),
         }
     }
@@ -294,6 +303,7 @@ mod tests {
             time_series: "embedded".into(),
             cache: "embedded".into(),
             registry: "embedded".into(),
+            influx_token: None,
             data_dir: dir.path().to_owned(),
             role: "sensorfleet bridge",
             single_process: false,

@@ -25,9 +25,10 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -60,6 +61,9 @@ pub const WORKER_UID: i64 = 10001;
 /// for the bridge's dead-letter spool (`SENSORFLEET_SPOOL_DIR` unset: the temporary
 /// directory). It lives as long as the pod, across container restarts.
 pub const SCRATCH_DIR: &str = "/tmp";
+/// Where `spec.caSecret` mounts in every worker (read-only); `SSL_CERT_FILE` names its
+/// `ca.crt`.
+pub const CA_DIR: &str = "/etc/sensorfleet/ca";
 
 /// One kind of worker: a workload (the bridge's a StatefulSet, the others' a Deployment)
 /// and a Service of the one image, `args: [role]`.
@@ -219,15 +223,16 @@ pub fn worker_config(name: &str, spec: &PipelineSpec) -> BTreeMap<String, String
 }
 
 /// `http://host:8086[/]` and a database → `influx://host:8086?db=<database>`, the URL the
-/// workers take.
+/// workers take; `https://` becomes `influxs://` (TLS), never plain text.
 pub fn influx_url(http_url: &str, database: &str) -> String {
-    let authority = http_url
-        .split_once("://")
-        .map_or(http_url, |(_, rest)| rest)
-        .split(['/', '?'])
-        .next()
-        .unwrap_or_default();
-    format!("influx://{authority}?db={database}")
+    let (scheme, rest) = http_url.split_once("://").unwrap_or(("http", http_url));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let scheme = if scheme.eq_ignore_ascii_case("https") {
+        "influxs"
+    } else {
+        "influx"
+    };
+    format!("{scheme}://{authority}?db={database}")
 }
 
 /// Container env that comes from Secrets, in an order where `$(VAR)` references only
@@ -249,6 +254,9 @@ pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
             "SENSORFLEET_REDIS_URL",
             &with_userinfo(&spec.redis.url, ":$(SENSORFLEET_REDIS_PASSWORD)"),
         ));
+    }
+    if worker != Worker::Processor {
+        env.extend(influx_auth(spec));
     }
     if worker == Worker::Api {
         let auth = spec.api.auth.clone().unwrap_or_default();
@@ -289,6 +297,37 @@ pub fn secret_env(worker: Worker, spec: &PipelineSpec) -> Vec<EnvVar> {
             }),
             ..Default::default()
         });
+    }
+    env
+}
+
+/// InfluxDB's credentials, for the roles that read or write the time series (the
+/// bridge, the API, a rollup run; the processor never does): a token, or a user and
+/// password in the URL's user part (InfluxDB 1.x Basic auth).
+fn influx_auth(spec: &PipelineSpec) -> Vec<EnvVar> {
+    let influx = &spec.influxdb;
+    let mut env = Vec::new();
+    if let Some(secret) = &influx.token_secret {
+        env.push(from_secret("SENSORFLEET_INFLUX_TOKEN", secret, "token"));
+    }
+    if let Some(secret) = &influx.credentials_secret {
+        env.push(from_secret(
+            "SENSORFLEET_INFLUX_USERNAME",
+            secret,
+            "username",
+        ));
+        env.push(from_secret(
+            "SENSORFLEET_INFLUX_PASSWORD",
+            secret,
+            "password",
+        ));
+        env.push(plain(
+            "SENSORFLEET_INFLUX_URL",
+            &with_userinfo(
+                &influx_url(&influx.url, &influx.database),
+                "$(SENSORFLEET_INFLUX_USERNAME):$(SENSORFLEET_INFLUX_PASSWORD)",
+            ),
+        ));
     }
     env
 }
@@ -415,14 +454,52 @@ fn pod_security() -> PodSecurityContext {
 
 /// A worker's pod: hardened, without the service-account token (no worker talks to the
 /// API server), with the scratch emptyDir.
-fn hardened_pod(container: Container, restart_policy: Option<&str>) -> PodSpec {
+fn hardened_pod(
+    container: Container,
+    restart_policy: Option<&str>,
+    ca_secret: Option<&str>,
+) -> PodSpec {
+    let mut mounts = vec![VolumeMount {
+        name: "scratch".into(),
+        mount_path: SCRATCH_DIR.into(),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            // The spool's own cap is 64 MiB.
+            size_limit: Some(Quantity("128Mi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut env = container.env.clone().unwrap_or_default();
+    if let Some(secret) = ca_secret {
+        mounts.push(VolumeMount {
+            name: "ca".into(),
+            mount_path: CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "ca".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.into()),
+                items: Some(vec![KeyToPath {
+                    key: "ca.crt".into(),
+                    path: "ca.crt".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        env.push(plain("SSL_CERT_FILE", &format!("{CA_DIR}/ca.crt")));
+    }
     let container = Container {
         security_context: Some(container_security()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "scratch".into(),
-            mount_path: SCRATCH_DIR.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(mounts),
+        env: Some(env),
         ..container
     };
     PodSpec {
@@ -430,15 +507,7 @@ fn hardened_pod(container: Container, restart_policy: Option<&str>) -> PodSpec {
         automount_service_account_token: Some(false),
         security_context: Some(pod_security()),
         restart_policy: restart_policy.map(str::to_owned),
-        volumes: Some(vec![Volume {
-            name: "scratch".into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                // The spool's own cap is 64 MiB.
-                size_limit: Some(Quantity("128Mi".into())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+        volumes: Some(volumes),
         ..Default::default()
     }
 }
@@ -647,7 +716,7 @@ fn pod_template(
             )])),
             ..Default::default()
         }),
-        spec: Some(hardened_pod(container, None)),
+        spec: Some(hardened_pod(container, None, spec.ca_secret.as_deref())),
     }
 }
 
@@ -667,7 +736,7 @@ fn rollup_cron_job(owner: &Owner, spec: &PipelineSpec, config_hash: &str) -> Cro
         spec,
         component,
         vec![component.into(), "--hours".into(), rollup.hours.to_string()],
-        Vec::new(),
+        influx_auth(spec),
         None,
     );
     let pod = PodTemplateSpec {
@@ -679,7 +748,11 @@ fn rollup_cron_job(owner: &Owner, spec: &PipelineSpec, config_hash: &str) -> Cro
             )])),
             ..Default::default()
         }),
-        spec: Some(hardened_pod(container, Some("OnFailure"))),
+        spec: Some(hardened_pod(
+            container,
+            Some("OnFailure"),
+            spec.ca_secret.as_deref(),
+        )),
     };
     CronJob {
         metadata: owner.meta(rollup_name(&owner.name), component),

@@ -45,6 +45,14 @@ fn container(desired: &DesiredObjects, worker: Worker) -> &Container {
     &pod.containers[0]
 }
 
+fn pod_of(desired: &DesiredObjects, worker: Worker) -> k8s_openapi::api::core::v1::PodSpec {
+    let index = Worker::ALL
+        .iter()
+        .position(|w| *w == worker)
+        .expect("a worker");
+    templates(desired)[index].spec.clone().expect("pod spec")
+}
+
 fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
     container.env.iter().flatten().find(|e| e.name == name)
 }
@@ -215,7 +223,7 @@ fn the_full_pipeline_renders_every_object() {
         ),
         (
             "SENSORFLEET_INFLUX_URL",
-            "influx://influxdb:8086?db=sensors",
+            "influxs://influxdb:8086?db=sensors",
         ),
         ("SENSORFLEET_REDIS_URL", "redis://redis:6379"),
         ("SENSORFLEET_WINDOW", "5m"),
@@ -302,10 +310,14 @@ fn every_pod_is_hardened_and_has_no_service_account_token() {
                 Some(vec!["ALL".to_owned()]),
                 "{what}"
             );
-            // The one writable place is the emptyDir on /tmp (the dead-letter spool).
+            // The one writable place is the emptyDir on /tmp (the dead-letter spool); a
+            // private CA mounts read-only.
             let mounts = c.volume_mounts.as_ref().expect("mounts");
-            assert_eq!(mounts.len(), 1, "{what}");
             assert_eq!(mounts[0].mount_path, "/tmp", "{what}");
+            assert!(
+                mounts[1..].iter().all(|m| m.read_only == Some(true)),
+                "{what}: {mounts:?}"
+            );
             let volume = pod
                 .volumes
                 .iter()
@@ -353,9 +365,22 @@ fn the_rollup_runs_hourly_from_the_pipeline_and_can_be_turned_off() {
         Some("main-config"),
         "the time series' URL from the shared config"
     );
-    assert!(
-        c.env.iter().flatten().all(|e| e.value_from.is_none()),
-        "no Secret"
+    let secrets: Vec<_> = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e.name.as_str(),
+                e.value_from.as_ref()?.secret_key_ref.as_ref()?,
+            ))
+        })
+        .map(|(name, from)| (name, from.name.as_str(), from.key.as_str()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [("SENSORFLEET_INFLUX_TOKEN", "influx-token", "token")],
+        "only the time series' token"
     );
 
     let minimal = build(&fixture("pipeline-minimal.yaml"), 3);
@@ -408,6 +433,21 @@ fn the_api_gets_its_token_rate_limit_and_autoscaler_and_no_other_role_does() {
             "{var}"
         );
     }
+    // The InfluxDB token goes to the roles that use the time series, and to them only.
+    for worker in [Worker::Bridge, Worker::Api] {
+        let from = env(container(&desired, worker), "SENSORFLEET_INFLUX_TOKEN")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .map(|s| (s.name.as_str(), s.key.as_str()));
+        assert_eq!(from, Some(("influx-token", "token")), "{worker:?}");
+    }
+    assert!(
+        env(
+            container(&desired, Worker::Processor),
+            "SENSORFLEET_INFLUX_TOKEN"
+        )
+        .is_none()
+    );
     let auth_vars = [
         "SENSORFLEET_API_TOKEN",
         "SENSORFLEET_API_KEYS",
@@ -632,4 +672,99 @@ fn the_bridge_is_a_stateful_set_and_its_client_id_is_the_stable_pod_name() {
     for worker in [Worker::Processor, Worker::Api] {
         assert!(env(container(&desired, worker), "SENSORFLEET_BRIDGE_CLIENT_ID").is_none());
     }
+}
+
+#[test]
+fn a_private_ca_mounts_in_every_worker_and_the_rollup_and_ssl_cert_file_names_it() {
+    let full = build(&fixture("pipeline-full.yaml"), 3);
+    let mut pods: Vec<_> = Worker::ALL
+        .iter()
+        .map(|w| (w.role(), pod_of(&full, *w)))
+        .collect();
+    let rollup = full.rollup.as_ref().expect("rollup");
+    let rollup_pod = rollup
+        .spec
+        .job_template
+        .spec
+        .as_ref()
+        .and_then(|j| j.template.spec.clone())
+        .expect("pod");
+    pods.push(("rollup", rollup_pod));
+    for (role, pod) in &pods {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "ca")
+            .unwrap_or_else(|| panic!("{role}: no ca volume"));
+        let secret = volume.secret.as_ref().expect("from a Secret");
+        assert_eq!(secret.secret_name.as_deref(), Some("private-ca"), "{role}");
+        let c = &pod.containers[0];
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "ca")
+            .unwrap_or_else(|| panic!("{role}: not mounted"));
+        assert_eq!(mount.read_only, Some(true), "{role}");
+        assert_eq!(
+            env(c, "SSL_CERT_FILE").and_then(|e| e.value.as_deref()),
+            Some("/etc/sensorfleet/ca/ca.crt"),
+            "{role}"
+        );
+    }
+    let minimal = build(&fixture("pipeline-minimal.yaml"), 3);
+    let c = &pod_of(&minimal, Worker::Api).containers[0];
+    assert!(
+        env(c, "SSL_CERT_FILE").is_none(),
+        "no CA: the image's bundle"
+    );
+}
+
+#[test]
+fn influxdb_credentials_reach_only_the_roles_that_use_the_time_series_in_the_url_they_read() {
+    let mut pipeline = fixture("pipeline-full.yaml");
+    pipeline.spec.influxdb.token_secret = None;
+    pipeline.spec.influxdb.credentials_secret = Some("influx-user".into());
+    assert!(sensorfleet_operator::validate::pipeline(&pipeline.spec).is_empty());
+    let desired = build(&pipeline, 3);
+    for worker in [Worker::Bridge, Worker::Api] {
+        let c = container(&desired, worker);
+        assert_eq!(
+            env(c, "SENSORFLEET_INFLUX_URL").and_then(|e| e.value.as_deref()),
+            Some(
+                "influxs://$(SENSORFLEET_INFLUX_USERNAME):$(SENSORFLEET_INFLUX_PASSWORD)@influxdb:8086?db=sensors"
+            ),
+            "{worker:?}: TLS kept, credentials from the Secret"
+        );
+        let names: Vec<_> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        let user = names
+            .iter()
+            .position(|n| *n == "SENSORFLEET_INFLUX_USERNAME");
+        let url = names.iter().position(|n| *n == "SENSORFLEET_INFLUX_URL");
+        assert!(user < url, "{worker:?}: $(VAR) refers back only");
+    }
+    assert!(
+        env(
+            container(&desired, Worker::Processor),
+            "SENSORFLEET_INFLUX_PASSWORD"
+        )
+        .is_none()
+    );
+    let config = desired.config_map.data.as_ref().expect("data");
+    assert!(
+        !config["SENSORFLEET_INFLUX_URL"].contains('@'),
+        "no credential in the ConfigMap"
+    );
+
+    pipeline.spec.influxdb.token_secret = Some("influx-token".into());
+    let problems = sensorfleet_operator::validate::pipeline(&pipeline.spec);
+    assert!(format!("{problems:?}").contains("not both"), "{problems:?}");
+    pipeline.spec.influxdb.token_secret = None;
+    pipeline.spec.influxdb.url = "https://svc:pw@influxdb:8086".into();
+    let problems = sensorfleet_operator::validate::pipeline(&pipeline.spec);
+    assert!(
+        format!("{problems:?}").contains("credentialsSecret"),
+        "{problems:?}"
+    );
 }

@@ -214,6 +214,7 @@ pub async fn run(args: BacktestArgs) -> anyhow::Result<()> {
             time_series: args.influx_url.clone(),
             cache: "embedded".to_owned(),
             registry: "embedded".to_owned(),
+            influx_token: None,
             data_dir: args.data_dir.clone(),
             role: "sensorfleet backtest",
             single_process: false,

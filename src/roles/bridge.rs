@@ -31,7 +31,7 @@ pub struct BridgeArgs {
     #[command(flatten)]
     pub backends: BackendArgs,
     /// The broker devices publish to: mqtt://[user:pass@]host:port.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", value_parser = MqttEndpoint::parse)]
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", hide_env_values = true, value_parser = MqttEndpoint::parse)]
     pub mqtt_url: MqttEndpoint,
     /// MQTT client id (connections add -0, -1, …). Keep it stable across restarts of
     /// one replica and different between replicas: the broker keeps a session's

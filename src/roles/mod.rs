@@ -44,13 +44,34 @@ pub type Worker = JoinHandle<anyhow::Result<()>>;
 #[derive(clap::Args)]
 pub struct UrlArgs {
     /// Event log: `embedded` or kafka://host:9092[,host2:9092].
-    #[arg(long, default_value = "embedded", env = "SENSORFLEET_KAFKA_URL")]
+    #[arg(
+        long,
+        default_value = "embedded",
+        env = "SENSORFLEET_KAFKA_URL",
+        hide_env_values = true
+    )]
     pub kafka_url: String,
-    /// Time series: `embedded` (SQLite in --data-dir) or influx://host:8086?db=sensors.
-    #[arg(long, default_value = "embedded", env = "SENSORFLEET_INFLUX_URL")]
+    /// Time series: `embedded` (SQLite in --data-dir), influx://host:8086?db=sensors, or
+    /// influxs://… over TLS (verified against the system's CAs, or the bundle
+    /// SSL_CERT_FILE names).
+    #[arg(
+        long,
+        default_value = "embedded",
+        env = "SENSORFLEET_INFLUX_URL",
+        hide_env_values = true
+    )]
     pub influx_url: String,
-    /// Latest values and alert feed: `embedded` or redis://host:6379.
-    #[arg(long, default_value = "embedded", env = "SENSORFLEET_REDIS_URL")]
+    /// The time series' token, sent as `Authorization: Token <token>` (InfluxDB 1.8+:
+    /// `user:password`; 2.x: an API token).
+    #[arg(long, env = "SENSORFLEET_INFLUX_TOKEN", hide_env_values = true)]
+    pub influx_token: Option<String>,
+    /// Latest values and alert feed: `embedded` or redis://[:password@]host:6379.
+    #[arg(
+        long,
+        default_value = "embedded",
+        env = "SENSORFLEET_REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: String,
     /// Devices, rules and alert history: `embedded` (SQLite in --data-dir) or
     /// postgres://user:password@host:5432/database.
@@ -77,6 +98,7 @@ impl UrlArgs {
             time_series: self.influx_url.clone(),
             cache: self.redis_url.clone(),
             registry: self.postgres_url.clone(),
+            influx_token: self.influx_token.clone(),
             data_dir,
             role,
             single_process,

@@ -17,7 +17,7 @@ use super::{Worker, parse_duration, supervise};
 #[derive(clap::Args)]
 pub struct SimulateArgs {
     /// Broker to publish to.
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", value_parser = MqttEndpoint::parse)]
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SENSORFLEET_MQTT_URL", hide_env_values = true, value_parser = MqttEndpoint::parse)]
     pub mqtt_url: MqttEndpoint,
     /// SensorFleet manifests whose devices to play. Default: the built-in examples/.
     #[arg(short = 'f', long = "file", value_delimiter = ',')]

@@ -54,7 +54,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "127.0.0.1:1883", env = "SENSORFLEET_MQTT_ADDR")]
     pub mqtt_addr: SocketAddr,
     /// Use this external broker (mqtt://[user:pass@]host:port) instead of the embedded one.
-    #[arg(long, env = "SENSORFLEET_MQTT_URL", value_parser = MqttEndpoint::parse)]
+    #[arg(long, env = "SENSORFLEET_MQTT_URL", hide_env_values = true, value_parser = MqttEndpoint::parse)]
     pub mqtt_url: Option<MqttEndpoint>,
     /// Do not simulate the declared devices (real devices publish instead).
     #[arg(long)]

@@ -56,6 +56,8 @@ pub struct Service {
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// The private CA its server certificate is signed by, when it serves TLS.
+    ca: Option<PathBuf>,
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -64,6 +66,18 @@ impl Service {
     /// Prepares and starts a private instance of `kind`, waiting until it serves; `None`
     /// (after saying why) when a tool is missing and `CI` is not set.
     pub fn start(kind: Kind) -> Option<Service> {
+        Service::start_as(kind, false)
+    }
+
+    /// [`Service::start`] serving TLS only, with a certificate for 127.0.0.1 from a
+    /// private CA made for the run ([`Service::ca`]), and clients authenticated (InfluxDB:
+    /// `auth-enabled`; create the first admin with [`Service::influx_admin`]).
+    pub fn start_tls(kind: Kind) -> Option<Service> {
+        assert_eq!(kind, Kind::Influx, "TLS instances: InfluxDB so far");
+        Service::start_as(kind, true)
+    }
+
+    fn start_as(kind: Kind, tls: bool) -> Option<Service> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_addr().port();
         let data = dir.path().to_owned();
@@ -118,7 +132,20 @@ impl Service {
                     return None;
                 }
                 let config = data.join("influxdb.conf");
-                std::fs::write(&config, influx_config(&data, port)).expect("influxdb config");
+                let mut text = influx_config(&data, port);
+                if tls {
+                    let (cert, key) = tls_files(&data.join("tls"));
+                    text = text.replace(
+                        "auth-enabled = false",
+                        &format!(
+                            "auth-enabled = true\n  https-enabled = true\n  \
+                             https-certificate = \"{}\"\n  https-private-key = \"{}\"",
+                            cert.display(),
+                            key.display()
+                        ),
+                    );
+                }
+                std::fs::write(&config, text).expect("influxdb config");
                 (
                     "influxd".into(),
                     strings(&["run", "-config", &config.display().to_string()]),
@@ -190,6 +217,7 @@ impl Service {
             log,
             child: None,
             starts: 0,
+            ca: tls.then(|| data.join("tls/ca.crt")),
         };
         service.run();
         Some(service)
@@ -201,6 +229,7 @@ impl Service {
         match self.kind {
             Kind::Mosquitto => format!("mqtt://127.0.0.1:{port}"),
             Kind::Redis => format!("redis://127.0.0.1:{port}"),
+            Kind::Influx if self.ca.is_some() => format!("influxs://127.0.0.1:{port}"),
             Kind::Influx => format!("influx://127.0.0.1:{port}"),
             Kind::Postgres => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             Kind::Kafka => format!("kafka://127.0.0.1:{port}"),
@@ -262,9 +291,8 @@ impl Service {
         }
         match self.kind {
             Kind::Mosquitto | Kind::Redis => true,
-            Kind::Influx => Command::new("curl")
-                .args(["-fs", "-o", "/dev/null", "--max-time", "2"])
-                .arg(format!("http://127.0.0.1:{}/ping", self.port))
+            Kind::Influx => self
+                .curl(&["-o", "/dev/null", "--max-time", "2"], "/ping")
                 .status()
                 .is_ok_and(|s| s.success()),
             Kind::Postgres => Command::new(Path::new(PG_BIN).join("pg_isready"))
@@ -284,6 +312,42 @@ impl Service {
                 self.log_text().matches("Kafka Server started").count() >= self.starts as usize
             }
         }
+    }
+
+    /// The private CA of a TLS instance.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// `curl -fs` of `path` on this instance, over TLS verified against its CA when it
+    /// serves TLS.
+    pub fn curl(&self, args: &[&str], path: &str) -> Command {
+        let mut command = Command::new("curl");
+        command.arg("-fs").args(args);
+        match &self.ca {
+            Some(ca) => command
+                .arg("--cacert")
+                .arg(ca)
+                .arg(format!("https://127.0.0.1:{}{path}", self.port)),
+            None => command.arg(format!("http://127.0.0.1:{}{path}", self.port)),
+        };
+        command
+    }
+
+    /// Creates InfluxDB's first admin user (allowed without credentials while it has
+    /// none).
+    pub fn influx_admin(&self, user: &str, password: &str) {
+        let statement =
+            format!("q=CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES");
+        let output = self
+            .curl(&["-X", "POST", "--data-urlencode", &statement], "/query")
+            .output()
+            .expect("run curl");
+        assert!(
+            output.status.success(),
+            "CREATE USER failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// The fault: SIGKILL, no shutdown of any kind.
@@ -343,6 +407,69 @@ impl Drop for Service {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A private CA and a certificate for 127.0.0.1 it signed, in `dir`: (certificate, key).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("tls dir");
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").expect("san");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sensorfleet test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    (dir.join("server.crt"), dir.join("server.key"))
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

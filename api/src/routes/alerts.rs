@@ -18,10 +18,25 @@ pub struct AlertList {
 }
 
 /// Recent alerts, newest first.
+/// Which alerts `state` selects (the schema of the parameter).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StateFilter {
+    /// Firing, not acknowledged.
+    Firing,
+    /// Acknowledged, still active.
+    Acknowledged,
+    /// Resolved, by itself or by hand.
+    Resolved,
+    /// Firing or acknowledged.
+    Active,
+}
+
 #[utoipa::path(get, path = "/api/alerts", tag = "alerts",
     params(
-        ("limit" = Option<usize>, Query, description = "At most this many (default 100, max 1000)"),
-        ("state" = Option<String>, Query, description = "Only `firing`, `acknowledged`, `resolved` or `active` (firing or acknowledged)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+        ("state" = Option<StateFilter>, Query, description = "Only `firing`, `acknowledged`, `resolved` or `active` (firing or acknowledged)"),
         ("device_id" = Option<String>, Query, description = "Only this device's alerts"),
     ),
     responses((status = 200, body = AlertList), (status = 400, body = crate::error::ErrorBody)))]

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use sensorfleet_backends::HistoryQuery;
 use sensorfleet_model::analytics::WindowStats;
-use sensorfleet_model::reading::{format_ts, is_valid_device_id};
+use sensorfleet_model::reading::{format_ts, is_valid_device_id, is_valid_name};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -121,13 +121,39 @@ const MAX_HOURS: f64 = 24.0 * 366.0;
 const RAW_HOURS: f64 = 48.0;
 const DEFAULT_LIMIT: usize = 10_000;
 const MAX_LIMIT: usize = 100_000;
+/// Longest field name a reading can carry.
+const MAX_FIELD_NAME: usize = 64;
+
+/// A device's connectivity, as `status` filters it (the schema of the parameter).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DeviceStatus {
+    /// Reported within its offline threshold.
+    Online,
+    /// Silent past it.
+    Offline,
+    /// Never reported.
+    Unknown,
+}
+
+/// Raw readings or hourly rollups (the schema of `resolution`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Resolution {
+    /// Every stored reading.
+    Raw,
+    /// Hourly mean, min and max.
+    Hourly,
+}
 
 /// Lists every device: declared ones and ones that reported.
 #[utoipa::path(get, path = "/api/devices", tag = "devices",
     params(
         ("device_type" = Option<String>, Query, description = "Only devices of this type"),
-        ("status" = Option<String>, Query, description = "Only `online`, `offline` or `unknown` devices"),
-        ("limit" = Option<usize>, Query, description = "At most this many (default 10000, max 100000)"),
+        ("status" = Option<DeviceStatus>, Query, description = "Only `online`, `offline` or `unknown` devices"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100000, description = "At most this many (default 10000)"),
     ),
     responses((status = 200, body = DeviceList), (status = 400, body = crate::error::ErrorBody)))]
 pub async fn list(
@@ -196,7 +222,7 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
 
 /// The latest reading of one device, with its health score.
 #[utoipa::path(get, path = "/api/device/{id}/latest", tag = "devices",
-    params(("id" = String, Path, description = "Device id")),
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "Device id")),
     responses((status = 200, body = Latest), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn latest(
@@ -231,11 +257,11 @@ pub async fn latest(
 /// The history of one device.
 #[utoipa::path(get, path = "/api/device/{id}/history", tag = "devices",
     params(
-        ("id" = String, Path, description = "Device id"),
-        ("hours" = Option<f64>, Query, description = "How far back, in hours (default 24, max 8784)"),
-        ("field" = Option<String>, Query, description = "Only this field"),
-        ("resolution" = Option<String>, Query, description = "`raw` or `hourly`; default raw up to 48 h, hourly beyond"),
-        ("limit" = Option<usize>, Query, description = "At most this many points, newest kept (default 10000, max 100000)"),
+        ("id" = String, Path, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "Device id"),
+        ("hours" = Option<f64>, Query, exclusive_minimum = 0, maximum = 8784, description = "How far back, in hours (default 24)"),
+        ("field" = Option<String>, Query, pattern = r"^[A-Za-z0-9_]{1,64}$", description = "Only this field"),
+        ("resolution" = Option<Resolution>, Query, description = "`raw` or `hourly`; default raw up to 48 h, hourly beyond"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100000, description = "At most this many points, newest kept (default 10000)"),
     ),
     responses((status = 200, body = History), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
@@ -248,6 +274,13 @@ pub async fn history(
     let hours = params.f64_in("hours", 24.0, 0.0, MAX_HOURS)?;
     let limit = params.usize_in("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let field = params.get("field").map(str::to_owned);
+    if let Some(name) = &field
+        && !is_valid_name(name, MAX_FIELD_NAME)
+    {
+        return Err(ApiError::bad_parameter(format!(
+            "field must be 1-{MAX_FIELD_NAME} characters of [A-Za-z0-9_], got {name:?}"
+        )));
+    }
     let resolution = params
         .one_of("resolution", &["raw", "hourly"])?
         .unwrap_or(if hours > RAW_HOURS { "hourly" } else { "raw" });

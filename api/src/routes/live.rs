@@ -5,6 +5,7 @@
 //! missed (it is a live view; history is in `/history`) and is told so with
 //! `{"type":"lagged","skipped":N}`.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
@@ -20,14 +21,35 @@ const MAX_CLIENTS: i64 = 1000;
 
 /// Upgrades to the live feed.
 #[utoipa::path(get, path = "/api/ws", tag = "live",
-    params(("device" = Option<String>, Query, description = "Only this device's readings and alerts")),
+    params(
+        ("device" = Option<String>, Query, pattern = r"^[A-Za-z0-9._:-]{1,128}$", description = "Only this device's readings and alerts"),
+        ("Connection" = String, Header, pattern = r"^[Uu]pgrade$", description = "The WebSocket handshake (RFC 6455): `Upgrade`"),
+        ("Upgrade" = String, Header, pattern = r"^websocket$", description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, pattern = r"^13$", description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, pattern = r"^[A-Za-z0-9+/]{21}[AQgw]==$", description = "16 random bytes, base64"),
+        ("Sec-WebSocket-Protocol" = Option<String>, Header, description = "`sensorfleet`, and `bearer.<credential>` where a browser cannot send Authorization"),
+    ),
     responses((status = 101, description = "Switching to the WebSocket feed"),
-              (status = 400, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
+              (status = 400, body = crate::error::ErrorBody, description = "A bad parameter, or not a WebSocket handshake"),
+              (status = 426, body = crate::error::ErrorBody, description = "The connection cannot be upgraded (e.g. HTTP/2)")))]
 pub async fn upgrade(
     State(state): State<ApiState>,
     Query(params): Query<Params>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::not_a_websocket(
+                rejection.status(),
+                format!(
+                    "{}: open /api/ws with a WebSocket client",
+                    rejection.body_text()
+                ),
+            )
+            .into_response();
+        }
+    };
     let device = params.get("device").map(str::to_owned);
     if let Some(id) = &device
         && !is_valid_device_id(id)

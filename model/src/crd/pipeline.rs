@@ -81,6 +81,12 @@ pub struct PipelineSpec {
     /// The PostgreSQL that keeps the device registry and alert rules (mirrored from the
     /// SensorFleets and AlertRules by the operator).
     pub postgres: PostgresSpec,
+    /// Secret (same namespace) with key `ca.crt`: the CA bundle every worker trusts for
+    /// its TLS links (InfluxDB over `https://`, PostgreSQL with `sslmode=verify-full`, a
+    /// JWKS URL), for a private CA. Mounted read-only and named by `SSL_CERT_FILE`, it
+    /// replaces the image's bundle: include public roots in it if a link needs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<String>,
     /// The bridge: MQTT → Kafka, InfluxDB, Redis.
     #[serde(default)]
     pub bridge: BridgeSpec,
@@ -169,12 +175,21 @@ pub struct KafkaSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InfluxSpec {
-    /// Base URL, e.g. `http://influxdb:8086` (plain HTTP: the workers do not speak TLS to
-    /// InfluxDB yet).
+    /// Base URL without credentials, e.g. `http://influxdb:8086`, or `https://…` for TLS
+    /// (verified against the image's CA bundle).
     pub url: String,
     /// Database the readings are written to (default `sensors`).
     #[serde(default = "default_database")]
     pub database: String,
+    /// Secret (same namespace) with key `token`: sent as `Authorization: Token <token>`
+    /// (InfluxDB 1.8+ takes `username:password` there; 2.x an API token). Only the
+    /// bridge, the API and the rollup runs get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    /// Secret (same namespace) with keys `username` and `password`, sent as HTTP Basic
+    /// auth (InfluxDB 1.x with `auth-enabled`); to the same roles as the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
 }
 
 /// The Redis server.
@@ -511,6 +526,18 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
             "must not carry credentials: put them in spec.mqtt.credentialsSecret".into(),
         );
     }
+    if spec.influxdb.url.contains('@') {
+        add(
+            "spec.influxdb.url",
+            "must not carry credentials: put them in spec.influxdb.credentialsSecret (or a token in tokenSecret)".into(),
+        );
+    }
+    if spec.influxdb.token_secret.is_some() && spec.influxdb.credentials_secret.is_some() {
+        add(
+            "spec.influxdb",
+            "give either tokenSecret or credentialsSecret, not both".into(),
+        );
+    }
     if spec.redis.url.contains('@') {
         add(
             "spec.redis.url",
@@ -577,6 +604,12 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
     for (field, secret) in [
         ("spec.mqtt.credentialsSecret", &spec.mqtt.credentials_secret),
         ("spec.redis.passwordSecret", &spec.redis.password_secret),
+        ("spec.influxdb.tokenSecret", &spec.influxdb.token_secret),
+        (
+            "spec.influxdb.credentialsSecret",
+            &spec.influxdb.credentials_secret,
+        ),
+        ("spec.caSecret", &spec.ca_secret),
         ("spec.api.tokenSecret", &spec.api.token_secret),
         (
             "spec.api.auth.apiKeysSecret",

@@ -147,6 +147,9 @@ enum Auth {
 /// Everything needed to build requests: parsed and checked from the URL and options.
 #[derive(Clone)]
 pub struct Endpoint {
+    /// `https` (the URL was `influxs://` or `https://`: TLS, verified against the
+    /// system's roots, or `SSL_CERT_FILE`) or `http`.
+    pub scheme: &'static str,
     /// `host:port` (IPv6 in brackets).
     pub authority: String,
     /// A path prefix (behind a reverse proxy), without trailing `/`; usually empty.
@@ -206,7 +209,8 @@ fn positive(name: &str, value: &str) -> Result<usize, BackendError> {
 impl Endpoint {
     /// Parses `influx://[user:password@]host[:8086][/prefix]?db=sensors[&rp=…]` (v1) or
     /// `influx://host:8086?org=…&bucket=…[&db=…]` (v2 writes; needs a token), plus
-    /// `max_lines=`/`max_bytes=`. `http://` is accepted as a synonym. `token` is the
+    /// `max_lines=`/`max_bytes=`; `influxs://` is the same over TLS. `http://` and
+    /// `https://` are accepted as synonyms (with ports 80 and 443 by default). `token` is the
     /// token from the options or the environment. Errors never repeat the password.
     pub fn parse(
         url: &str,
@@ -218,20 +222,15 @@ impl Endpoint {
                 "the InfluxDB URL does not parse ({e}); expected influx://host:8086?db=sensors"
             ))
         })?;
-        match parsed.scheme() {
-            "influx" | "http" => {}
-            "influxs" | "https" => {
-                return Err(bad_config(
-                    "TLS to InfluxDB is not supported (the client is built without it): use \
-                     influx://… on a trusted network or terminate TLS in a sidecar",
-                ));
-            }
+        let tls = match parsed.scheme() {
+            "influx" | "http" => false,
+            "influxs" | "https" => true,
             other => {
                 return Err(bad_config(format!(
-                    "an InfluxDB URL starts with influx://, not {other}://"
+                    "an InfluxDB URL starts with influx:// (or influxs:// for TLS), not {other}://"
                 )));
             }
-        }
+        };
         let host = match parsed.host() {
             Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
             Some(host) => host.to_string(),
@@ -239,7 +238,7 @@ impl Endpoint {
         };
         // `http://host` means port 80, as anywhere else; `influx://host` InfluxDB's 8086.
         let port = match parsed.scheme() {
-            "http" => parsed.port_or_known_default().unwrap_or(80),
+            "http" | "https" => parsed.port_or_known_default().unwrap_or(80),
             _ => parsed.port().unwrap_or(DEFAULT_PORT),
         };
         let authority = format!("{host}:{port}");
@@ -341,6 +340,7 @@ impl Endpoint {
             auth,
             max_lines,
             max_bytes,
+            scheme: if tls { "https" } else { "http" },
         })
     }
 
@@ -358,7 +358,8 @@ impl Endpoint {
             query.append_pair(key, value);
         }
         format!(
-            "http://{}{}{}?{}",
+            "{}://{}{}{}?{}",
+            self.scheme,
             self.authority,
             self.base_path,
             path,
@@ -426,7 +427,10 @@ impl Endpoint {
     pub fn ping_request(&self) -> Result<Request<Full<Bytes>>, BackendError> {
         self.request(
             Method::GET,
-            format!("http://{}{}/ping", self.authority, self.base_path),
+            format!(
+                "{}://{}{}/ping",
+                self.scheme, self.authority, self.base_path
+            ),
         )
         .body(Full::new(Bytes::new()))
         .map_err(|e| bad_config(format!("building the ping request: {e}")))
@@ -555,7 +559,22 @@ mod tests {
     #[test]
     fn bad_urls_say_what_to_do_without_repeating_secrets() {
         assert!(detail(parse("influx://h:8086", None)).contains("?db=sensors"));
-        assert!(detail(parse("influxs://h?db=x", None)).contains("TLS"));
+        for tls in ["influxs://h?db=x", "https://h:8443?db=x"] {
+            let endpoint = parse(tls, None).expect("TLS URLs parse");
+            let uri = endpoint.ping_request().expect("request").uri().to_string();
+            assert!(
+                uri.starts_with("https://"),
+                "{tls} is never reached in plain text: {uri}"
+            );
+        }
+        assert_eq!(
+            parse("https://h?db=x", None).expect("parses").authority,
+            "h:443"
+        );
+        assert_eq!(
+            parse("influxs://h?db=x", None).expect("parses").authority,
+            "h:8086"
+        );
         assert!(detail(parse("kafka://h?db=x", None)).contains("influx://"));
         assert!(detail(parse("influx://h?db=x&dbb=y", None)).contains("\"dbb\""));
         assert!(detail(parse("influx://h?db=x&max_lines=0", None)).contains("max_lines"));

@@ -77,7 +77,7 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// The largest single piece of a streamed query answer accepted.
 const MAX_ANSWER_PIECE: usize = 256 << 20;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The InfluxDB time-series store. Cheap to clone (one connection pool).
 #[derive(Clone)]
@@ -273,6 +273,21 @@ impl InfluxStore {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(options.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        // TLS when the URL says so (`influxs://`), verified against the system's roots or
+        // the CA bundle SSL_CERT_FILE names; plain HTTP otherwise, never a silent downgrade:
+        // an https endpoint is only ever reached over TLS.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .map_err(|e| BackendError::Rejected {
+                backend: BACKEND,
+                detail: format!("cannot load the system's CA certificates for InfluxDB TLS: {e}"),
+            })?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
