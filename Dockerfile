@@ -24,9 +24,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin sensorfleet \
     && install -D -m 0755 target/release/sensorfleet /out/sensorfleet
 
-# Runtime stage: Debian's glibc (the builder's) and the binary, nothing else. No TLS
-# library or CA bundle: no backend connection uses TLS yet.
+# Runtime stage: Debian's glibc (the builder's), the CA bundle TLS links verify against
+# (InfluxDB over https, PostgreSQL verify-full, a JWKS URL; a Pipeline's spec.caSecret
+# replaces it), and the binary. TLS itself is rustls, inside the binary.
 FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed numeric user, so that Kubernetes' runAsNonRoot can check it (the chart runs as
 # 10001), with a home that `up` can write its data dir into.
 RUN groupadd --system --gid 10001 sensorfleet \

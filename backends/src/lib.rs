@@ -33,6 +33,7 @@ pub mod registry;
 pub mod signal;
 pub mod sqlite;
 pub mod timeseries;
+pub mod tls;
 pub mod url;
 
 pub use cache::{Cache, DashboardCounters, DeviceMetrics, LiveEvent};

@@ -150,7 +150,11 @@ pub async fn spawn(
 ) -> anyhow::Result<(SocketAddr, Worker)> {
     let listener = sensorfleet_api::bind(args.http_addr).await?;
     let ops = match ops_addr {
-        Some(addr) => Some(sensorfleet_api::bind(addr).await?),
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen for /metrics and the probes on {addr}; is another instance running? pass --metrics-addr with a free port"
+            )
+        })?),
         None => None,
     };
     let bound = listener.local_addr()?;

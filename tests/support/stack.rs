@@ -229,6 +229,10 @@ impl Stack {
         };
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         args.extend([flag.to_owned(), addr.to_string()]);
+        if role == "api" {
+            // Its ops port too: API processes of parallel tests must not share one.
+            args.extend(["--metrics-addr".to_owned(), free_addr().to_string()]);
+        }
         let mut process = RoleProcess {
             role: role.to_owned(),
             args,

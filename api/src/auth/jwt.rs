@@ -189,14 +189,11 @@ impl Jwks {
                 "the JWKS URL must be http:// or https://, got {url:?}"
             ));
         }
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .map_err(|e| format!("cannot load the system's CA certificates for the JWKS: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let https = sensorfleet_backends::tls::https_connector(
+            HttpConnector::new(),
+            url.starts_with("https://"),
+        )
+        .map_err(|e| format!("the JWKS URL: {e}"))?;
         Ok(Jwks {
             url: url.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(https),

@@ -273,21 +273,13 @@ impl InfluxStore {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(options.connect_timeout));
         connector.set_nodelay(true);
-        connector.enforce_http(false);
-        // TLS when the URL says so (`influxs://`), verified against the system's roots or
-        // the CA bundle SSL_CERT_FILE names; plain HTTP otherwise, never a silent downgrade:
-        // an https endpoint is only ever reached over TLS.
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .map_err(|e| BackendError::Rejected {
+        // TLS when the URL says so (`influxs://`), never a silent downgrade: an https
+        // endpoint is only ever reached over TLS.
+        let connector = crate::tls::https_connector(connector, endpoint.scheme == "https")
+            .map_err(|detail| BackendError::Rejected {
                 backend: BACKEND,
-                detail: format!("cannot load the system's CA certificates for InfluxDB TLS: {e}"),
-            })?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+                detail: format!("InfluxDB over TLS: {detail}"),
+            })?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
