@@ -91,9 +91,11 @@ pub fn document() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default()
 }
 
-/// `GET /api/openapi.json`.
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// `GET /api/openapi.json`: generated once (the modifier walks the route table), then
+/// served from memory.
+pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(ApiDoc::openapi))
 }
 
 #[cfg(test)]

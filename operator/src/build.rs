@@ -455,7 +455,7 @@ fn pod_security() -> PodSecurityContext {
 /// A worker's pod: hardened, without the service-account token (no worker talks to the
 /// API server), with the scratch emptyDir.
 fn hardened_pod(
-    container: Container,
+    mut container: Container,
     restart_policy: Option<&str>,
     ca_secret: Option<&str>,
 ) -> PodSpec {
@@ -473,7 +473,7 @@ fn hardened_pod(
         }),
         ..Default::default()
     }];
-    let mut env = container.env.clone().unwrap_or_default();
+    let mut env = container.env.take().unwrap_or_default();
     if let Some(secret) = ca_secret {
         mounts.push(VolumeMount {
             name: "ca".into(),
