@@ -251,8 +251,8 @@ fn default_values_render_a_hardened_operator_with_namespaced_rights() {
         .expect("a rule for Secrets");
     assert_eq!(
         strings(&secrets["verbs"]),
-        ["get"],
-        "Secrets: get by name only"
+        ["get", "create", "patch", "delete"],
+        "Secrets: by name only (the fleets' device credentials are written), never listed"
     );
     for cluster_role in all_of(&objects, "ClusterRole") {
         let labels = cluster_role["metadata"]["labels"]

@@ -51,6 +51,22 @@ pub fn password_matches(secret: &[u8], device_id: &str, generation: u32, passwor
             == 0
 }
 
+/// A new fleet secret: [`SECRET_BYTES`] bytes from the kernel's random source.
+pub fn new_secret() -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut secret = vec![0u8; SECRET_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
+}
+
+/// Names a fleet secret without revealing it (16 hex digits of an HMAC under it), so a
+/// broker's record of a device can say which secret its password came from.
+pub fn secret_fingerprint(secret: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(b"sensorfleet-fingerprint-v1");
+    secret_to_hex(&mac.finalize().into_bytes()[..8])
+}
+
 /// A secret as text (hex), for the file it is kept in.
 pub fn secret_to_hex(secret: &[u8]) -> String {
     secret.iter().fold(String::new(), |mut out, b| {
@@ -150,6 +166,21 @@ mod tests {
             assert_eq!(base64url(input.as_bytes()), encoded);
         }
         assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+
+    #[test]
+    fn new_secrets_differ_and_fingerprints_name_them_without_the_secret() {
+        let (a, b) = (
+            new_secret().expect("urandom"),
+            new_secret().expect("urandom"),
+        );
+        assert_eq!(a.len(), SECRET_BYTES);
+        assert_ne!(a, b);
+        let fingerprint = secret_fingerprint(&a);
+        assert_eq!(fingerprint.len(), 16);
+        assert_eq!(fingerprint, secret_fingerprint(&a));
+        assert_ne!(fingerprint, secret_fingerprint(&b));
+        assert!(!secret_to_hex(&a).contains(&fingerprint));
     }
 
     #[test]

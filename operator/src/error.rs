@@ -28,6 +28,9 @@ pub enum Error {
         /// What is wrong with it and what to do.
         problem: String,
     },
+    /// The MQTT broker's dynamic-security API refused or could not be reached.
+    #[error("MQTT broker: {0}")]
+    Broker(String),
     /// The object lacks what every stored object has (name, namespace, uid).
     #[error("object without {0}: was it read from the API server?")]
     MissingObjectKey(&'static str),
@@ -45,6 +48,7 @@ impl Error {
             Self::Registry(_) => "RegistryError",
             Self::Topic(_) => "TopicError",
             Self::Dependency { .. } => "DependencyMissing",
+            Self::Broker(_) => "BrokerError",
             Self::MissingObjectKey(_) => "MissingObjectKey",
             Self::Serialize(_) => "SerializeError",
         }

@@ -14,13 +14,15 @@
 //! The side effects outside Kubernetes sit behind traits so the controllers do not care
 //! which backend they drive: [`topic::TopicAdmin`] (Kafka partitions) and
 //! [`mirror::RegistryConnector`] (the PostgreSQL registry, through the backends crate's
-//! `Registry`). [`crdgen`] prints the CRDs; [`leader`] keeps two replicas from both acting;
+//! `Registry`). [`identity`] provisions the devices' identities at the MQTT broker.
+//! [`crdgen`] prints the CRDs; [`leader`] keeps two replicas from both acting;
 //! [`ops`] serves `/metrics` ([`metrics`]) and the probes.
 
 pub mod build;
 pub mod controller;
 pub mod crdgen;
 pub mod error;
+pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod mirror;

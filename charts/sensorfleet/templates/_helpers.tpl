@@ -91,8 +91,9 @@ namespace) and a ClusterRole (all). Why each verb is here:
   (the API's, when a Pipeline asks): server-side apply is a patch that creates
   the object when it is missing (patch + create), list/watch to notice drift, delete to
   remove what a Pipeline no longer asks for; no update: apply never needs it;
-- Secrets: get only, by the names Pipelines reference; it can neither list nor watch
-  them, so it never sees Secrets it was not pointed at;
+- Secrets: get, by the names Pipelines reference, and create/patch/delete of each
+  SensorFleet's `<fleet>-device-credentials` (Pipeline spec.mqtt.deviceAuth); it can
+  neither list nor watch them, so it never sees Secrets it was not pointed at;
 - Events: create and patch (repeated events are patched), in both APIs clients use.
 */}}
 {{- define "sensorfleet.operatorRules" -}}
@@ -122,7 +123,7 @@ namespace) and a ClusterRole (all). Why each verb is here:
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -138,6 +138,24 @@ pub struct MqttSpec {
     /// with; none: anonymous.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+    /// Device identity at the broker: the operator provisions Mosquitto's
+    /// dynamic-security plugin from the SensorFleets (one client per declared device,
+    /// allowed to publish to its own `sensors/<type>/<id>` only and to connect with its
+    /// id as client id; the bridge's user from `credentialsSecret` may only subscribe)
+    /// and writes each fleet's credentials to the Secret `<fleet>-device-credentials`.
+    /// None: the broker's own configuration decides who may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_auth: Option<DeviceAuthSpec>,
+}
+
+/// How the operator reaches the broker's dynamic-security plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceAuthSpec {
+    /// Secret (same namespace) with keys `username` and `password` of a client allowed
+    /// to use `$CONTROL/dynamic-security/v1` (the admin `mosquitto_ctrl dynsec init`
+    /// made). Only the operator reads it; no worker receives it.
+    pub admin_secret: String,
 }
 
 /// The Kafka cluster and the readings topic.
@@ -526,6 +544,13 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
             "must not carry credentials: put them in spec.mqtt.credentialsSecret".into(),
         );
     }
+    if spec.mqtt.device_auth.is_some() && spec.mqtt.credentials_secret.is_none() {
+        add(
+            "spec.mqtt.credentialsSecret",
+            "is required with deviceAuth: the bridge needs an identity of its own at the broker"
+                .into(),
+        );
+    }
     if spec.influxdb.url.contains('@') {
         add(
             "spec.influxdb.url",
@@ -603,6 +628,14 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
     }
     for (field, secret) in [
         ("spec.mqtt.credentialsSecret", &spec.mqtt.credentials_secret),
+        (
+            "spec.mqtt.deviceAuth.adminSecret",
+            &spec
+                .mqtt
+                .device_auth
+                .as_ref()
+                .map(|d| d.admin_secret.clone()),
+        ),
         ("spec.redis.passwordSecret", &spec.redis.password_secret),
         ("spec.influxdb.tokenSecret", &spec.influxdb.token_secret),
         (

@@ -73,9 +73,11 @@ pub(super) trait Mirrored:
         unchanged: bool,
     ) -> impl Future<Output = Result<String, Error>> + Send;
 
-    /// Removes the rows from the registry; returns the Event's note.
+    /// Removes the rows from the registry (and what else the object made); returns the
+    /// Event's note.
     fn unmirror(
         &self,
+        ctx: &Context,
         registry: &PipelineRegistry,
     ) -> impl Future<Output = Result<String, Error>> + Send;
 }
@@ -153,7 +155,7 @@ async fn cleanup<K: Mirrored>(
     let named = obj.pipeline(ctx, namespace).await?;
     match pipeline_registry(ctx, namespace, named.as_deref()).await? {
         Ok(registry) => {
-            let note = obj.unmirror(&registry).await?;
+            let note = obj.unmirror(ctx, &registry).await?;
             ctx.event(
                 obj.as_ref(),
                 EventType::Normal,

@@ -27,6 +27,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
+use sensorfleet_model::crd::pipeline::MqttSpec;
 use sensorfleet_model::crd::status::{
     ConditionStatus, HasConditions, REASON_INVALID_SPEC, REASON_PAUSED,
 };
@@ -34,6 +35,8 @@ use sensorfleet_model::{AlertRule, Pipeline, Problem, SensorFleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::identity::dynsec::Broker;
+use crate::identity::{BrokerIdentity, Masked};
 use crate::metrics::Watches;
 use crate::mirror::{MirrorTarget, Registries, RegistryConnector};
 use crate::topic::TopicAdmin;
@@ -290,6 +293,8 @@ pub struct PipelineRegistry {
     pub name: String,
     /// Its registry.
     pub target: Arc<MirrorTarget>,
+    /// Its broker's device identities, when `spec.mqtt.deviceAuth` is set.
+    pub identity: Option<BrokerIdentity>,
 }
 
 /// The Pipeline an object belongs to and its registry: the dereference step shared by
@@ -323,12 +328,7 @@ pub async fn pipeline_registry(
     };
     let postgres = &pipeline.spec.postgres;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let url = secrets
-        .get_opt(&postgres.url_secret)
-        .await?
-        .and_then(|s| s.data)
-        .and_then(|mut data| data.remove(&postgres.url_key))
-        .and_then(|bytes| String::from_utf8(bytes.0).ok());
+    let url = secret_text(&secrets, &postgres.url_secret, &postgres.url_key).await?;
     let Some(url) = url else {
         return Ok(Err(Unresolved {
             reason: "SecretNotFound",
@@ -338,8 +338,79 @@ pub async fn pipeline_registry(
             ),
         }));
     };
+    let identity = match broker_identity(&secrets, &name, &pipeline.spec.mqtt).await? {
+        Ok(identity) => identity,
+        Err(unresolved) => return Ok(Err(unresolved)),
+    };
     let target = ctx.registries.get(url.trim()).await?;
-    Ok(Ok(PipelineRegistry { name, target }))
+    Ok(Ok(PipelineRegistry {
+        name,
+        target,
+        identity,
+    }))
+}
+
+/// The text of `key` in Secret `name`, if both exist.
+async fn secret_text(
+    secrets: &Api<Secret>,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, Error> {
+    Ok(secrets
+        .get_opt(name)
+        .await?
+        .and_then(|s| s.data)
+        .and_then(|mut data| data.remove(key))
+        .and_then(|bytes| String::from_utf8(bytes.0).ok()))
+}
+
+/// The broker admin and the bridge's login of a Pipeline with `deviceAuth`, from their
+/// Secrets; `Ok(None)` without device auth.
+async fn broker_identity(
+    secrets: &Api<Secret>,
+    pipeline: &str,
+    mqtt: &MqttSpec,
+) -> Result<Result<Option<BrokerIdentity>, Unresolved>, Error> {
+    let (Some(auth), Some(bridge)) = (&mqtt.device_auth, &mqtt.credentials_secret) else {
+        return Ok(Ok(None));
+    };
+    let mut values = Vec::with_capacity(4);
+    for (secret, key) in [
+        (&auth.admin_secret, "username"),
+        (&auth.admin_secret, "password"),
+        (bridge, "username"),
+        (bridge, "password"),
+    ] {
+        match secret_text(secrets, secret, key).await? {
+            Some(value) => values.push(value.trim().to_owned()),
+            None => {
+                return Ok(Err(Unresolved {
+                    reason: "SecretNotFound",
+                    message: format!(
+                        "Secret {secret:?} with key {key:?} (MQTT device auth of Pipeline {pipeline:?}) is missing"
+                    ),
+                }));
+            }
+        }
+    }
+    let Some((host, port)) = Broker::address(&mqtt.url) else {
+        return Ok(Err(Unresolved {
+            reason: "InvalidPipeline",
+            message: format!("spec.mqtt.url of Pipeline {pipeline:?} is not mqtt://host[:port]"),
+        }));
+    };
+    let [username, password, bridge_user, bridge_password] =
+        <[String; 4]>::try_from(values).unwrap_or_else(|_| unreachable!());
+    Ok(Ok(Some(BrokerIdentity {
+        broker: Broker {
+            host,
+            port,
+            username,
+            password,
+        },
+        bridge_user,
+        bridge_password: Masked(bridge_password),
+    })))
 }
 
 /// Requeue for an object waiting on a missing dependency.

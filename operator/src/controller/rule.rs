@@ -74,7 +74,7 @@ impl Mirrored for AlertRule {
         Ok(format!("mirrored to the registry of Pipeline {pipeline}"))
     }
 
-    async fn unmirror(&self, registry: &PipelineRegistry) -> Result<String, Error> {
+    async fn unmirror(&self, _ctx: &Context, registry: &PipelineRegistry) -> Result<String, Error> {
         let target = &registry.target;
         let _serialised = target.rules_lock.lock().await;
         let stored = target.registry.rules().await?;

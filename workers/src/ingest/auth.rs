@@ -15,13 +15,13 @@
 //! device's next CONNECT.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use sensorfleet_model::credentials::{
-    SECRET_BYTES, device_password, password_matches, secret_from_hex, secret_to_hex,
+    SECRET_BYTES, device_password, new_secret, password_matches, secret_from_hex, secret_to_hex,
 };
 use sensorfleet_model::reading::parse_topic;
 
@@ -183,8 +183,7 @@ impl CredentialStore {
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = vec![0u8; SECRET_BYTES];
-                std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+                let secret = new_secret()?;
                 std::fs::create_dir_all(&self.dir)?;
                 write_private(&path, &secret_to_hex(&secret))?;
                 Ok(secret)
