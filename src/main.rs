@@ -67,8 +67,9 @@ enum Role {
     Backtest(backtest::BacktestArgs),
     /// Measure ingest rate, publish→visible latency and memory of an embedded platform.
     Bench(bench::BenchArgs),
-    /// Print (or --rotate) the MQTT password of declared devices for `up --device-auth`:
-    /// username = device id. Example: sensorfleet credentials --device lab-temp-1
+    /// Print (or --rotate) the MQTT password of declared devices for `up --device-auth`,
+    /// or with --fleet-secret-file the one the operator provisioned: username = device id.
+    /// Example: sensorfleet credentials --device lab-temp-1
     Credentials(credentials::CredentialsArgs),
     /// Production role: subscribe to the MQTT broker (shared subscription, QoS 1) and
     /// deliver readings to Kafka, InfluxDB and Redis, acknowledging only what is stored.

@@ -286,3 +286,59 @@ fn a_processor_window_below_a_second_is_refused_with_the_reason() {
         stderr(&output)
     );
 }
+
+#[test]
+fn credentials_derive_a_provisioned_device_password_from_the_fleet_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = [9u8; sensorfleet_model::credentials::SECRET_BYTES];
+    let key = dir.path().join("lab.key");
+    std::fs::write(
+        &key,
+        format!(
+            "{}\n",
+            sensorfleet_model::credentials::secret_to_hex(&secret)
+        ),
+    )
+    .expect("key file");
+    let key_arg = key.display().to_string();
+    let output = sensorfleet(&[
+        "credentials",
+        "--fleet-secret-file",
+        &key_arg,
+        "--device",
+        "lab-1",
+        "--device",
+        "lab-2",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let expected = |id: &str| sensorfleet_model::credentials::device_password(&secret, id, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "device_id,password\nlab-1,{}\nlab-2,{}\n",
+            expected("lab-1"),
+            expected("lab-2")
+        )
+    );
+    // A file that is not a fleet secret is refused with what it should be; the secret
+    // of a fleet is not rotated per device.
+    std::fs::write(&key, "not hex").expect("bad key");
+    let bad = sensorfleet(&[
+        "credentials",
+        "--fleet-secret-file",
+        &key_arg,
+        "--device",
+        "a",
+    ]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("64 hex digits"), "{}", stderr(&bad));
+    let rotate = sensorfleet(&[
+        "credentials",
+        "--fleet-secret-file",
+        &key_arg,
+        "--rotate",
+        "--device",
+        "a",
+    ]);
+    assert!(!rotate.status.success());
+}
