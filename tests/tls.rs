@@ -133,3 +133,86 @@ async fn influxdb_over_tls_is_verified_authenticated_and_never_plain() {
         "the log shows the password"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_is_verified_and_never_plain() {
+    let Some(broker) = Service::start_tls(Kind::Mosquitto) else {
+        return;
+    };
+    let Some(mut stack) = support::stack::Stack::start("mqtts") else {
+        return;
+    };
+    stack.use_service(&broker);
+    let ca = broker.ca().expect("a TLS instance has a CA").to_owned();
+    let device = format!("{}-tls-1", stack.run);
+    let publish = |celsius: f64| {
+        let reading =
+            support::fleet::reading(&device, chrono::Utc::now().timestamp_millis(), celsius);
+        let status = support::mosquitto_pub(broker.port)
+            .arg("--cafile")
+            .arg(&ca)
+            .args([
+                "-t",
+                &format!("sensors/temperature_sensor/{device}"),
+                "-m",
+                &reading,
+            ])
+            .status()
+            .expect("run mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub over TLS");
+    };
+
+    // A bridge that does not trust the broker's CA never connects, and says why.
+    let system_bundle = (
+        "SSL_CERT_FILE",
+        "/etc/ssl/certs/ca-certificates.crt".to_owned(),
+    );
+    let mut untrusted = stack.role_env("bridge", &[], &[system_bundle]);
+    let said = support::eventually(30, "the untrusting bridge names the certificate", || {
+        let text = untrusted.log_text();
+        async move { text.to_lowercase().contains("certificate").then_some(text) }
+    })
+    .await;
+    assert!(!said.contains("connected to MQTT broker"), "{said}");
+    // A plain mqtt:// bridge to the TLS port never gets a session either.
+    let plain_url = (
+        "SENSORFLEET_MQTT_URL",
+        format!("mqtt://127.0.0.1:{}", broker.port),
+    );
+    let mut plain = stack.role_env("bridge", &[], &[plain_url]);
+    publish(21.5);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        support::fleet::influx_count(&stack, &format!("^{device}$")).await,
+        0
+    );
+    untrusted.stop();
+    plain.stop();
+    assert!(
+        !plain.log_text().contains("connected to MQTT broker"),
+        "{}",
+        plain.log_text()
+    );
+
+    // With the CA (SSL_CERT_FILE, as a Pipeline's caSecret mounts it): every reading.
+    let bridge = stack.role("bridge", &[]);
+    bridge.ready(60).await;
+    // Published until one is stored: the broker keeps nothing for a subscriber that has
+    // never had a session, and ready need not mean subscribed yet.
+    let stored = support::eventually(60, "a reading over mqtts:// in InfluxDB", || {
+        publish(22.5);
+        let (stack, regex) = (&stack, format!("^{device}$"));
+        async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let n = support::fleet::influx_count(stack, &regex).await;
+            (n > 0).then_some(n)
+        }
+    })
+    .await;
+    assert!(stored > 0);
+    assert!(
+        bridge.log_text().contains("mqtts://"),
+        "{}",
+        bridge.log_text()
+    );
+}

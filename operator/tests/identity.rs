@@ -27,12 +27,13 @@ fn broker(url: &str) -> Broker {
     let rest = url.strip_prefix("mqtt://").expect("mqtt:// URL");
     let (login, address) = rest.rsplit_once('@').expect("the admin's login in the URL");
     let (username, password) = login.split_once(':').expect("user:password");
-    let (host, port) = Broker::address(&format!("mqtt://{address}")).expect("host:port");
+    let (host, port, tls) = Broker::address(&format!("mqtt://{address}")).expect("host:port");
     Broker {
         host,
         port,
         username: username.into(),
         password: password.into(),
+        tls,
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 use sensorfleet_model::reading::format_ts;
 use sensorfleet_workers::clock::now_ms;
 use sensorfleet_workers::simulator::{self, SimDevice, SimulatorConfig, SimulatorStats};
@@ -367,7 +367,7 @@ async fn probe_latency(
     http_addr: SocketAddr,
     duration: Duration,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut options = MqttOptions::new("bench-probe", &mqtt.host, mqtt.port);
+    let mut options = mqtt.options("bench-probe").map_err(anyhow::Error::msg)?;
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });

@@ -180,13 +180,11 @@ pub async fn run(args: BridgeArgs, stop: impl Future<Output = ()>) -> anyhow::Re
     drop(registry);
     let broker = args.mqtt_url.to_string();
     let probe: StatusProbe = Arc::new(move || vec![status("external", &broker)]);
+    let transport = MqttTransport::connect(&args.subscription()).map_err(anyhow::Error::msg)?;
     serve(
         "bridge",
         (args.ops.metrics_addr, probe),
-        |stopped| {
-            let transport = MqttTransport::connect(&args.subscription());
-            spawn(&args, transport, sinks, declared, stopped)
-        },
+        |stopped| spawn(&args, transport, sinks, declared, stopped),
         stop,
     )
     .await

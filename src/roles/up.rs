@@ -241,6 +241,7 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
                 port: addr.port(),
                 username: None,
                 password: None,
+                tls: false,
             };
             (endpoint, Some((handle, messages)))
         }
@@ -310,7 +311,8 @@ pub async fn start(args: UpArgs) -> anyhow::Result<Platform> {
             (Some(handle), bridge)
         }
         None => {
-            let transport = MqttTransport::connect(&bridge_args.subscription());
+            let transport =
+                MqttTransport::connect(&bridge_args.subscription()).map_err(anyhow::Error::msg)?;
             let bridge = Running::start(|stopped| {
                 bridge::spawn(&bridge_args, transport, bridge_sinks, declared, stopped)
             });

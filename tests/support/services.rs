@@ -73,7 +73,10 @@ impl Service {
     /// private CA made for the run ([`Service::ca`]), and clients authenticated (InfluxDB:
     /// `auth-enabled`; create the first admin with [`Service::influx_admin`]).
     pub fn start_tls(kind: Kind) -> Option<Service> {
-        assert_eq!(kind, Kind::Influx, "TLS instances: InfluxDB so far");
+        assert!(
+            matches!(kind, Kind::Influx | Kind::Mosquitto),
+            "TLS instances: InfluxDB and Mosquitto so far"
+        );
         Service::start_as(kind, true)
     }
 
@@ -88,14 +91,28 @@ impl Service {
                     return None;
                 }
                 let config = data.join("mosquitto.conf");
+                // TLS: the listener serves only TLS, with a certificate of the run's CA.
+                let tls_lines = if tls {
+                    let (cert, key) = tls_files(&data.join("tls"));
+                    let chown = Command::new("chown")
+                        .args(["-R", "mosquitto:"])
+                        .arg(data.join("tls"))
+                        .status()
+                        .expect("run chown");
+                    assert!(chown.success(), "chown the TLS files to mosquitto");
+                    format!("certfile {}\nkeyfile {}\n", cert.display(), key.display())
+                } else {
+                    String::new()
+                };
                 // The Stack's limits, plus persistence so sessions survive the restart:
                 // written by the `mosquitto` user it drops to (without the data dir its
-                // own, it logs "Permission denied" at exit and saves nothing).
+                // own, it logs "Permission denied" at exit and saves nothing; nor can it
+                // read its key).
                 give_to("mosquitto", &data);
                 std::fs::write(
                     &config,
                     format!(
-                        "listener {port} 127.0.0.1\nallow_anonymous true\nuser mosquitto\n\
+                        "listener {port} 127.0.0.1\n{tls_lines}allow_anonymous true\nuser mosquitto\n\
                          max_queued_messages 0\nmax_inflight_messages 100\n\
                          message_size_limit 65536\nmax_packet_size 98304\n\
                          persistence true\npersistence_location {}/\n",
@@ -227,6 +244,7 @@ impl Service {
     pub fn url(&self) -> String {
         let port = self.port;
         match self.kind {
+            Kind::Mosquitto if self.ca.is_some() => format!("mqtts://127.0.0.1:{port}"),
             Kind::Mosquitto => format!("mqtt://127.0.0.1:{port}"),
             Kind::Redis => format!("redis://127.0.0.1:{port}"),
             Kind::Influx if self.ca.is_some() => format!("influxs://127.0.0.1:{port}"),

@@ -46,6 +46,8 @@ pub struct Stack {
     pub broker: Broker,
     /// Its port.
     pub mqtt_port: u16,
+    /// The CA of a TLS broker in use (`mqtts://`, `SSL_CERT_FILE` of every role).
+    pub mqtt_ca: Option<PathBuf>,
     /// Scratch folder: configs, logs, manifests.
     pub dir: tempfile::TempDir,
     postgres_admin: String,
@@ -137,6 +139,7 @@ impl Stack {
             kafka_bootstrap,
             broker,
             mqtt_port,
+            mqtt_ca: None,
             dir,
             postgres_admin,
             postgres_db,
@@ -152,7 +155,10 @@ impl Stack {
         let url = service.url();
         let local = format!("127.0.0.1:{}", service.port);
         match service.kind {
-            Kind::Mosquitto => self.mqtt_port = service.port,
+            Kind::Mosquitto => {
+                self.mqtt_port = service.port;
+                self.mqtt_ca = service.ca().map(Path::to_owned);
+            }
             Kind::Redis => {
                 self.redis_url = format!("{url}?prefix={}", self.redis_prefix);
                 self.redis_plain = url;
@@ -171,14 +177,19 @@ impl Stack {
 
     /// Environment every role of this run gets.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let scheme = if self.mqtt_ca.is_some() {
+            "mqtts"
+        } else {
+            "mqtt"
+        };
+        let mut env = vec![
             ("SENSORFLEET_KAFKA_URL", self.kafka_url.clone()),
             ("SENSORFLEET_INFLUX_URL", self.influx_url.clone()),
             ("SENSORFLEET_REDIS_URL", self.redis_url.clone()),
             ("SENSORFLEET_POSTGRES_URL", self.postgres_url.clone()),
             (
                 "SENSORFLEET_MQTT_URL",
-                format!("mqtt://127.0.0.1:{}", self.mqtt_port),
+                format!("{scheme}://127.0.0.1:{}", self.mqtt_port),
             ),
             (
                 "SENSORFLEET_PROCESSOR_GROUP",
@@ -191,7 +202,11 @@ impl Stack {
             ),
             ("SENSORFLEET_REFRESH", "1s".to_owned()),
             ("SENSORFLEET_LOG", "info".to_owned()),
-        ]
+        ];
+        if let Some(ca) = &self.mqtt_ca {
+            env.push(("SSL_CERT_FILE", ca.display().to_string()));
+        }
+        env
     }
 
     /// Writes a manifest into the scratch folder and returns its path.
@@ -221,6 +236,16 @@ impl Stack {
 
     /// Starts a role with `args`; its ops (or API) address is free and returned.
     pub fn role(&self, role: &str, args: &[&str]) -> RoleProcess {
+        self.role_env(role, args, &[])
+    }
+
+    /// [`Stack::role`] with `env` in place of (or beside) the run's environment.
+    pub fn role_env(
+        &self,
+        role: &str,
+        args: &[&str],
+        env: &[(&'static str, String)],
+    ) -> RoleProcess {
         let addr = free_addr();
         let flag = if role == "api" {
             "--http-addr"
@@ -236,7 +261,12 @@ impl Stack {
         let mut process = RoleProcess {
             role: role.to_owned(),
             args,
-            env: self.env(),
+            env: self
+                .env()
+                .into_iter()
+                .filter(|(k, _)| env.iter().all(|(o, _)| o != k))
+                .chain(env.iter().cloned())
+                .collect(),
             addr,
             // One log per process: two bridges of one run must not share a file.
             log: self.dir.path().join(format!("{role}-{}.log", addr.port())),

@@ -1,5 +1,5 @@
-//! MQTT: endpoints as URLs (`mqtt://[user:password@]host[:port]`) and the bridge's
-//! [`Transport`] over an external broker.
+//! MQTT: endpoints as URLs (`mqtt://[user:password@]host[:port]`, `mqtts://` for TLS)
+//! and the bridge's [`Transport`] over an external broker.
 //!
 //! [`MqttTransport`] subscribes at QoS 1 with manual acknowledgements and a persistent
 //! session: a message is acknowledged to the broker only when the bridge says its batch
@@ -9,10 +9,12 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration};
 use sensorfleet_backends::backoff::Backoff;
+use sensorfleet_backends::tls::client_config;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -37,6 +39,8 @@ pub struct MqttEndpoint {
     pub username: Option<String>,
     /// Password, when the broker wants one.
     pub password: Option<String>,
+    /// TLS (`mqtts://`), verified against the system's CA bundle or `SSL_CERT_FILE`.
+    pub tls: bool,
 }
 
 impl fmt::Debug for MqttEndpoint {
@@ -48,21 +52,38 @@ impl fmt::Debug for MqttEndpoint {
 /// Shown with the password masked, so it can go in logs.
 impl fmt::Display for MqttEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         match (&self.username, &self.password) {
-            (Some(user), Some(_)) => write!(f, "mqtt://{user}:****@{}:{}", self.host, self.port),
-            (Some(user), None) => write!(f, "mqtt://{user}@{}:{}", self.host, self.port),
-            _ => write!(f, "mqtt://{}:{}", self.host, self.port),
+            (Some(user), Some(_)) => {
+                write!(f, "{scheme}://{user}:****@{}:{}", self.host, self.port)
+            }
+            (Some(user), None) => write!(f, "{scheme}://{user}@{}:{}", self.host, self.port),
+            _ => write!(f, "{scheme}://{}:{}", self.host, self.port),
         }
     }
 }
 
 impl MqttEndpoint {
-    /// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` is accepted too).
+    /// Parses `mqtt://[user[:password]@]host[:port]` (`tcp://` too), or `mqtts://` for
+    /// TLS (default port 8883), which needs a CA bundle to verify the broker with. Errors
+    /// never repeat the password.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| format!("{url:?} is not an MQTT URL like mqtt://127.0.0.1:1883"))?;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            let rest = url
+                .strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))
+                .ok_or_else(|| {
+                    format!(
+                        "{:?} is not an MQTT URL like mqtt://127.0.0.1:1883 or mqtts://broker:8883",
+                        sensorfleet_backends::url::mask(url)
+                    )
+                })?;
+            (false, rest)
+        };
+        let url = sensorfleet_backends::url::mask(url);
+        let url = url.as_str();
         let rest = rest.trim_end_matches('/');
         let (credentials, address) = match rest.rsplit_once('@') {
             Some((credentials, address)) => (Some(credentials), address),
@@ -87,17 +108,37 @@ impl MqttEndpoint {
                     port,
                 )
             }
-            _ => (address.to_owned(), 1883),
+            _ => (address.to_owned(), if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(format!("{url:?} names no host"));
+        }
+        if tls {
+            client_config(true).map_err(|e| format!("{url}: {e}"))?;
         }
         Ok(Self {
             host,
             port,
             username,
             password,
+            tls,
         })
+    }
+
+    /// The client options of a connection to this broker as `client_id`: its address,
+    /// credentials and, for `mqtts://`, TLS. Never a plaintext connection for `mqtts://`.
+    pub fn options(&self, client_id: impl Into<String>) -> Result<MqttOptions, String> {
+        let mut options = MqttOptions::new(client_id, &self.host, self.port);
+        if let (Some(user), Some(password)) = (&self.username, &self.password) {
+            options.set_credentials(user, password);
+        }
+        if self.tls {
+            let config = client_config(true).map_err(|e| format!("{self}: {e}"))?;
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                TlsConfiguration::Rustls(Arc::new(config)),
+            ));
+        }
+        Ok(options)
     }
 }
 
@@ -144,8 +185,9 @@ pub struct MqttTransport {
 }
 
 impl MqttTransport {
-    /// Connects (in the background, retrying with backoff) and subscribes.
-    pub fn connect(sub: &Subscription) -> Self {
+    /// Connects (in the background, retrying with backoff) and subscribes; an error only
+    /// when TLS cannot be set up (no CA bundle).
+    pub fn connect(sub: &Subscription) -> Result<Self, String> {
         let connections = sub.connections.clamp(1, 64);
         let filter = match (&sub.share_group, connections) {
             (Some(group), _) => format!("$share/{group}/{}", sub.filter),
@@ -162,16 +204,13 @@ impl MqttTransport {
             } else {
                 sub.client_id.clone()
             };
-            let mut options = MqttOptions::new(client_id, &sub.endpoint.host, sub.endpoint.port);
+            let mut options = sub.endpoint.options(client_id)?;
             options
                 .set_clean_session(false)
                 .set_manual_acks(true)
                 .set_keep_alive(Duration::from_secs(30))
                 .set_max_packet_size(sub.max_packet_bytes.max(MIN_INCOMING_PACKET), 64 * 1024)
                 .set_request_channel_capacity(queue);
-            if let (Some(user), Some(password)) = (&sub.endpoint.username, &sub.endpoint.password) {
-                options.set_credentials(user, password);
-            }
             let (client, eventloop) = AsyncClient::new(options, queue);
             drivers.push(tokio::spawn(drive(
                 eventloop,
@@ -183,13 +222,13 @@ impl MqttTransport {
             clients.push(client);
         }
         info!(broker = %sub.endpoint, filter = %filter, connections, "bridge subscribing");
-        Self {
+        Ok(Self {
             rx,
             taken: Vec::new(),
             clients,
             drivers,
             acks: PendingAcks::new(connections),
-        }
+        })
     }
 }
 
@@ -375,6 +414,14 @@ mod tests {
         assert_eq!(d.port, 1883);
         let v6 = MqttEndpoint::parse("mqtt://[::1]:1884").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 1884));
+        let tls = MqttEndpoint::parse("mqtts://bridge:s3cret@broker.local").unwrap();
+        assert!(tls.tls);
+        assert_eq!(tls.port, 8883, "the TLS port by default");
+        assert_eq!(tls.to_string(), "mqtts://bridge:****@broker.local:8883");
+        let bad = MqttEndpoint::parse("mqtts://bridge:s3cret@broker.local:port").unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
+        let bad = MqttEndpoint::parse("ftp://bridge:s3cret@broker.local").unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
         assert!(MqttEndpoint::parse("http://x").is_err());
         assert!(MqttEndpoint::parse("mqtt://x:port").is_err());
         assert!(MqttEndpoint::parse("mqtt://").is_err());

@@ -132,7 +132,9 @@ impl PullPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MqttSpec {
-    /// Broker URL without credentials, e.g. `mqtt://mosquitto:1883`.
+    /// Broker URL without credentials, e.g. `mqtt://mosquitto:1883`, or
+    /// `mqtts://mosquitto:8883` for TLS (verified against the image's CA bundle or
+    /// `caSecret`; never downgraded to plaintext).
     pub url: String,
     /// Secret (same namespace) with keys `username` and `password` the bridge logs in
     /// with; none: anonymous.
@@ -526,7 +528,7 @@ pub fn validate_pipeline(spec: &PipelineSpec) -> Vec<Problem> {
         add("spec.image", "must name the sensorfleet image".into());
     }
     for (field, url, schemes) in [
-        ("spec.mqtt.url", &spec.mqtt.url, &["mqtt"][..]),
+        ("spec.mqtt.url", &spec.mqtt.url, &["mqtt", "mqtts"][..]),
         (
             "spec.influxdb.url",
             &spec.influxdb.url,

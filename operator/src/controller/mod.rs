@@ -393,10 +393,10 @@ async fn broker_identity(
             }
         }
     }
-    let Some((host, port)) = Broker::address(&mqtt.url) else {
+    let Some((host, port, tls)) = Broker::address(&mqtt.url) else {
         return Ok(Err(Unresolved {
             reason: "InvalidPipeline",
-            message: format!("spec.mqtt.url of Pipeline {pipeline:?} is not mqtt://host[:port]"),
+            message: format!("spec.mqtt.url of Pipeline {pipeline:?} is not mqtt[s]://host[:port]"),
         }));
     };
     let [username, password, bridge_user, bridge_password] =
@@ -407,6 +407,7 @@ async fn broker_identity(
             port,
             username,
             password,
+            tls,
         },
         bridge_user,
         bridge_password: Masked(bridge_password),

@@ -5,9 +5,14 @@
 //! `max_packet_size`), one message at a time, each answer awaited before the next is
 //! sent, so the answers line up with the commands.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use sensorfleet_backends::tls::client_config;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -38,6 +43,8 @@ pub struct Broker {
     pub username: String,
     /// Its password.
     pub password: String,
+    /// TLS (`mqtts://`), verified against the system's CA bundle or `SSL_CERT_FILE`.
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -51,12 +58,13 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// `host` and `port` of `mqtt://host[:port]` (a Pipeline's `spec.mqtt.url`, which
-    /// carries no credentials).
-    pub fn address(url: &str) -> Option<(String, u16)> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))?;
+    /// `host`, `port` and whether TLS, of `mqtt://host[:port]` or `mqtts://…` (a
+    /// Pipeline's `spec.mqtt.url`, which carries no credentials).
+    pub fn address(url: &str) -> Option<(String, u16, bool)> {
+        let (tls, rest) = match url.strip_prefix("mqtts://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("mqtt://")?),
+        };
         let authority = rest.split(['/', '?']).next()?;
         if authority.is_empty() || authority.contains('@') {
             return None;
@@ -71,8 +79,21 @@ impl Broker {
                 None => (authority, None),
             },
         };
-        let port = port.map_or(Some(1883), |p| p.parse().ok())?;
-        Some((host.to_owned(), port))
+        let default = if tls { 8883 } else { 1883 };
+        let port = port.map_or(Some(default), |p| p.parse().ok())?;
+        Some((host.to_owned(), port, tls))
+    }
+
+    /// Client options for `client_id` (TLS when `mqtts://`).
+    fn options(&self, client_id: &str) -> Result<MqttOptions, Error> {
+        let mut options = MqttOptions::new(client_id, &self.host, self.port);
+        if self.tls {
+            let config = client_config(true).map_err(|e| self.error(e))?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(config),
+            )));
+        }
+        Ok(options)
     }
 
     fn error(&self, problem: impl std::fmt::Display) -> Error {
@@ -87,7 +108,7 @@ pub async fn admits(
     client_id: &str,
     credentials: Option<(&str, &str)>,
 ) -> Result<bool, Error> {
-    let mut options = MqttOptions::new(client_id, &broker.host, broker.port);
+    let mut options = broker.options(client_id)?;
     options.set_keep_alive(Duration::from_secs(10));
     if let Some((user, password)) = credentials {
         options.set_credentials(user, password);
@@ -129,7 +150,7 @@ impl Drop for Dynsec {
 impl Dynsec {
     /// Connects as the admin and subscribes to the answers.
     pub async fn connect(broker: &Broker, client_id: &str) -> Result<Self, Error> {
-        let mut options = MqttOptions::new(client_id, &broker.host, broker.port);
+        let mut options = broker.options(client_id)?;
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_credentials(&broker.username, &broker.password)
@@ -305,15 +326,19 @@ mod tests {
     fn the_address_comes_from_a_url_without_credentials() {
         assert_eq!(
             Broker::address("mqtt://mosquitto:1884"),
-            Some(("mosquitto".into(), 1884))
+            Some(("mosquitto".into(), 1884, false))
         );
         assert_eq!(
             Broker::address("mqtt://mosquitto.iot.svc"),
-            Some(("mosquitto.iot.svc".into(), 1883))
+            Some(("mosquitto.iot.svc".into(), 1883, false))
         );
         assert_eq!(
             Broker::address("mqtt://[::1]:1883"),
-            Some(("::1".into(), 1883))
+            Some(("::1".into(), 1883, false))
+        );
+        assert_eq!(
+            Broker::address("mqtts://mosquitto"),
+            Some(("mosquitto".into(), 8883, true))
         );
         assert_eq!(Broker::address("mqtt://u:p@m:1883"), None);
         assert_eq!(Broker::address("http://m"), None);
@@ -327,6 +352,7 @@ mod tests {
             port: 1883,
             username: "admin".into(),
             password: "s3cret-admin".into(),
+            tls: false,
         };
         assert!(!format!("{broker:?}").contains("s3cret"));
         assert!(!broker.error("x").to_string().contains("s3cret"));

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use sensorfleet_backends::backoff::Backoff;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::clock::now_ms;
 use crate::mqtt::MqttEndpoint;
@@ -136,18 +136,18 @@ async fn run_connection(
     if devices.is_empty() || limit == Some(0) {
         return;
     }
-    let mut options = MqttOptions::new(
-        format!("{}-{}-{shard}", config.client_prefix, std::process::id()),
-        &config.mqtt.host,
-        config.mqtt.port,
-    );
+    let client_id = format!("{}-{}-{shard}", config.client_prefix, std::process::id());
+    let mut options = match config.mqtt.options(client_id) {
+        Ok(options) => options,
+        Err(e) => {
+            error!(error = %e, "the simulator cannot connect");
+            return;
+        }
+    };
     options
         .set_keep_alive(Duration::from_secs(30))
         .set_inflight(500)
         .set_request_channel_capacity(1000);
-    if let (Some(user), Some(password)) = (&config.mqtt.username, &config.mqtt.password) {
-        options.set_credentials(user, password);
-    }
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let acked_here = Arc::new(AtomicU64::new(0));
     let driver = {
