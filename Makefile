@@ -34,9 +34,10 @@ deps:
 ## built from Go modules the first time (20-40 minutes on 2 cores, then cached); node is
 ## one real node for it (kubelet, kube-scheduler, kube-proxy from the same modules,
 ## containerd and runc from Debian; about 2 more minutes the first time), where
-## tests/cluster.rs runs the chart's pods (README, "Run on a local node").
+## tests/cluster.rs runs the chart's pods (README, "Run on a local node"). mosquitto's
+## dynamic-security listener (port 1884) is what operator/tests/identity.rs provisions.
 services:
-	scripts/testenv up postgres redis kafka influxdb kube node
+	scripts/testenv up postgres redis mosquitto kafka influxdb kube node
 
 ## build: the release binary.
 build:
