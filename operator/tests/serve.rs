@@ -7,83 +7,24 @@
 //! One test in a binary of its own: the metrics registry is the process's, so the
 //! counts read here are this operator's alone.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use sensorfleet_backends::conformance::service_url;
 use sensorfleet_model::SensorFleet;
 use sensorfleet_model::crd::status::{ConditionStatus, READY, find_condition};
-use sensorfleet_operator::crdgen;
 use sensorfleet_operator::leader::LeaderElector;
 use sensorfleet_operator::run::{OperatorConfig, RunError, run_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-const WAIT: Duration = Duration::from_secs(60);
+mod support;
 
-fn unique(tag: &str) -> String {
-    format!(
-        "{tag}-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() % 1_000_000)
-            .unwrap_or_default()
-    )
-}
-
-async fn client(path: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig readable");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig valid");
-    Client::try_from(config).expect("client")
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < WAIT, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn apply_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crdgen::crds() {
-        let name = crd.metadata.name.clone().expect("name");
-        crds.patch(
-            &name,
-            &PatchParams::apply("sensorfleet-operator-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name} refused by the API server: {e}"));
-        eventually(&format!("{name} established"), || async {
-            let crd = crds.get(&name).await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
-        .await;
-    }
-}
+use support::{WAIT, apply_crds, client, eventually, unique};
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

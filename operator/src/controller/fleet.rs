@@ -88,10 +88,10 @@ impl Mirrored for SensorFleet {
             records.len()
         );
         if let Some(identity) = &registry.identity {
-            let provisioned = provision(self, ctx, identity, &records).await?;
+            let not_provisioned = provision(self, ctx, identity, &records).await?;
             message.push_str(&format!(
                 "; {} device identities at the MQTT broker",
-                records.len() - provisioned
+                records.len() - not_provisioned
             ));
         }
         Ok(message)

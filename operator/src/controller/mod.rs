@@ -35,8 +35,8 @@ use sensorfleet_model::{AlertRule, Pipeline, Problem, SensorFleet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::identity::BrokerIdentity;
 use crate::identity::dynsec::Broker;
-use crate::identity::{BrokerIdentity, Masked};
 use crate::metrics::Watches;
 use crate::mirror::{MirrorTarget, Registries, RegistryConnector};
 use crate::topic::TopicAdmin;
@@ -410,7 +410,7 @@ async fn broker_identity(
             tls,
         },
         bridge_user,
-        bridge_password: Masked(bridge_password),
+        bridge_password,
     })))
 }
 

@@ -46,24 +46,21 @@ pub fn password_list(secret: &[u8], declared: &[Declared]) -> Option<String> {
     })
 }
 
-/// The broker of a Pipeline with device auth, and the bridge's identity there.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The broker of a Pipeline with device auth, and the bridge's identity there. Shown
+/// without passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct BrokerIdentity {
     /// The broker, with its dynamic-security admin.
     pub broker: Broker,
     /// The bridge's username (from `spec.mqtt.credentialsSecret`).
     pub bridge_user: String,
-    /// Its password; never shown.
-    pub bridge_password: Masked,
+    /// Its password.
+    pub bridge_password: String,
 }
 
-/// A secret value that prints as `****`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Masked(pub String);
-
-impl std::fmt::Debug for Masked {
+impl std::fmt::Debug for BrokerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("****")
+        write!(f, "{:?} (bridge user {:?})", self.broker, self.bridge_user)
     }
 }
 
@@ -158,7 +155,7 @@ pub async fn revoke(identity: &BrokerIdentity, fleet: &str) -> Result<usize, Err
 /// The bridge's role, and its user with that role and the password of its Secret. An
 /// unchanged bridge costs a lookup and a login, no write.
 async fn ensure_bridge(dynsec: &mut Dynsec, identity: &BrokerIdentity) -> Result<(), Error> {
-    let (user, password) = (&identity.bridge_user, &identity.bridge_password.0);
+    let (user, password) = (&identity.bridge_user, &identity.bridge_password);
     // "Role already exists" is the usual answer.
     dynsec.execute(&[plan::bridge_role_command()]).await?;
     let commands = match dynsec.client(user).await? {
